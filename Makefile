@@ -1,0 +1,36 @@
+# The README's two commands: `make run` and `make test`. Both build .venv from scratch.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench soak clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m runtime demo
+
+test: $(STAMP)
+	$(BIN)/ruff check runtime sandbox bench tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check runtime sandbox bench tests
+	$(BIN)/ruff format --check runtime sandbox bench tests
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench all --quick
+
+soak: $(STAMP)
+	$(BIN)/python -m runtime chaos --nodes 3 --configs 200 --duration 600 --time-scale 600 --kill-every 30 --db-outage 20
+
+clean:
+	rm -rf $(VENV) .pgdata

@@ -1,0 +1,29 @@
+"""The `plugin-runtime` command. Thin: each command group lives in a module of its own and
+registers itself on `main`; the work is done by the modules they call."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Modules that add commands to `main`, in the order they appear in --help.
+COMMAND_MODULES = [
+    "runtime.cli.run_cmd",
+    "runtime.cli.db_cmds",
+    "runtime.cli.serve_cmd",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="plugin-runtime")
+def main() -> None:
+    """Run third-party plugins' scheduled tasks on time, isolated, from PostgreSQL."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        importlib.import_module(_name)
+    except ModuleNotFoundError as exc:  # a command module not written yet
+        if exc.name != _name:
+            raise

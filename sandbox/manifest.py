@@ -1,0 +1,275 @@
+"""plugin.json: parse, validate, and find a plugin's scheduled functions.
+
+Every error names the field it is about, so a plugin author can fix it without reading our code.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+
+# The three fixed cadences, by both spellings a plugin may use, and their cron expression.
+CADENCE_FUNCTIONS: dict[str, tuple[str, str]] = {
+    "run_every_minute": ("minute", "* * * * *"),
+    "runEveryMinute": ("minute", "* * * * *"),
+    "run_every_hour": ("hour", "0 * * * *"),
+    "runEveryHour": ("hour", "0 * * * *"),
+    "run_every_day": ("day", "0 0 * * *"),
+    "runEveryDay": ("day", "0 0 * * *"),
+}
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_IDENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
+_CONFIG_TYPES = {"string", "number", "integer", "boolean", "json"}
+_KNOWN_KEYS = {
+    "name",
+    "version",
+    "main",
+    "description",
+    "config_schema",
+    "schedules",
+    "allowed_hosts",
+    "limits",
+}
+MAX_SOURCE_BYTES = 1024 * 1024
+
+
+class ManifestError(ValueError):
+    """A plugin directory or plugin.json that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits. `None` means "not set here" (the operator's default applies)."""
+
+    timeout_s: float | None = None
+    cpu_s: float | None = None
+    memory_mb: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    type: str = "string"
+    required: bool = False
+    secret: bool = False
+    default: Any = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduledTask:
+    """One scheduled function of a plugin: its name, cadence and cron expression."""
+
+    name: str
+    cadence: str  # "minute", "hour", "day" or "cron"
+    cron: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    main: str = "main.py"
+    description: str = ""
+    config_schema: dict[str, ConfigField] = field(default_factory=dict)
+    schedules: dict[str, str] = field(default_factory=dict)
+    allowed_hosts: tuple[str, ...] = ()
+    limits: Limits = Limits()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A plugin as the runtime stores and runs it: manifest plus the source of its main file."""
+
+    manifest: Manifest
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def tasks(self) -> dict[str, ScheduledTask]:
+        return scheduled_tasks(self.manifest, self.source)
+
+
+def _fail(field_name: str, problem: str) -> ManifestError:
+    return ManifestError(f"plugin.json: field '{field_name}': {problem}")
+
+
+def _number(value: Any, field_name: str, *, integer: bool = False) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(field_name, f"must be a number, got {type(value).__name__}")
+    if value <= 0:
+        raise _fail(field_name, "must be greater than 0")
+    if integer and int(value) != value:
+        raise _fail(field_name, "must be a whole number")
+    return int(value) if integer else float(value)
+
+
+def validate_cron(expression: Any, field_name: str) -> str:
+    if not isinstance(expression, str):
+        raise _fail(field_name, "must be a cron expression string")
+    if len(expression.split()) != 5:
+        raise _fail(field_name, f"'{expression}' must have exactly 5 fields (minute hour day month weekday)")
+    if not croniter.is_valid(expression):
+        raise _fail(field_name, f"'{expression}' is not a valid cron expression")
+    return expression
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """Validate a decoded plugin.json. Raises ManifestError naming the offending field."""
+    if not isinstance(data, dict):
+        raise ManifestError("plugin.json: must be a JSON object")
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise _fail(unknown[0], f"unknown field (known: {', '.join(sorted(_KNOWN_KEYS))})")
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise _fail("name", "required; letters, digits, '_', '-', '.', at most 100 characters")
+    version = data.get("version", "0.0.0")
+    if not isinstance(version, str) or not version:
+        raise _fail("version", "must be a non-empty string")
+    main = data.get("main", "main.py")
+    if not isinstance(main, str) or not main.endswith(".py") or "/" in main or main.startswith("."):
+        raise _fail("main", "must be a .py file name in the plugin directory")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise _fail("description", "must be a string")
+
+    schema_raw = data.get("config_schema", {})
+    if not isinstance(schema_raw, dict):
+        raise _fail("config_schema", "must be an object of setting name -> {type, required, secret}")
+    schema: dict[str, ConfigField] = {}
+    for key, spec in schema_raw.items():
+        where = f"config_schema.{key}"
+        if not _IDENT_RE.match(key):
+            raise _fail(where, "setting names are identifiers (letters, digits, '_')")
+        if not isinstance(spec, dict):
+            raise _fail(where, "must be an object")
+        extra = set(spec) - {"type", "required", "secret", "default", "description"}
+        if extra:
+            raise _fail(f"{where}.{sorted(extra)[0]}", "unknown field")
+        ftype = spec.get("type", "string")
+        if ftype not in _CONFIG_TYPES:
+            raise _fail(f"{where}.type", f"must be one of {sorted(_CONFIG_TYPES)}")
+        for flag in ("required", "secret"):
+            if not isinstance(spec.get(flag, False), bool):
+                raise _fail(f"{where}.{flag}", "must be true or false")
+        schema[key] = ConfigField(
+            type=ftype,
+            required=spec.get("required", False),
+            secret=spec.get("secret", False),
+            default=spec.get("default"),
+            description=str(spec.get("description", "")),
+        )
+
+    schedules_raw = data.get("schedules", {})
+    if not isinstance(schedules_raw, dict):
+        raise _fail("schedules", "must be an object of function name -> cron expression")
+    schedules: dict[str, str] = {}
+    for fn, expr in schedules_raw.items():
+        if not _IDENT_RE.match(fn):
+            raise _fail(f"schedules.{fn}", "must name a function (an identifier)")
+        if fn in CADENCE_FUNCTIONS:
+            raise _fail(f"schedules.{fn}", "is already scheduled by its name; remove it from schedules")
+        schedules[fn] = validate_cron(expr, f"schedules.{fn}")
+
+    hosts_raw = data.get("allowed_hosts", [])
+    if not isinstance(hosts_raw, list) or not all(isinstance(h, str) and h for h in hosts_raw):
+        raise _fail("allowed_hosts", "must be a list of host names")
+
+    limits_raw = data.get("limits", {})
+    if not isinstance(limits_raw, dict):
+        raise _fail("limits", "must be an object with timeout_s, cpu_s, memory_mb")
+    extra = set(limits_raw) - {"timeout_s", "cpu_s", "memory_mb"}
+    if extra:
+        raise _fail(f"limits.{sorted(extra)[0]}", "unknown limit (known: timeout_s, cpu_s, memory_mb)")
+    limits = Limits(
+        timeout_s=_number(limits_raw["timeout_s"], "limits.timeout_s") if "timeout_s" in limits_raw else None,
+        cpu_s=_number(limits_raw["cpu_s"], "limits.cpu_s") if "cpu_s" in limits_raw else None,
+        memory_mb=int(_number(limits_raw["memory_mb"], "limits.memory_mb", integer=True))
+        if "memory_mb" in limits_raw
+        else None,
+    )
+    return Manifest(
+        name=name,
+        version=version,
+        main=main,
+        description=description,
+        config_schema=schema,
+        schedules=schedules,
+        allowed_hosts=tuple(h.lower() for h in hosts_raw),
+        limits=limits,
+        raw=data,
+    )
+
+
+def defined_functions(source: str, filename: str = "main.py") -> set[str]:
+    """Names of the top-level functions in a plugin's source (found by parsing, never by running)."""
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        raise ManifestError(f"{filename}, line {exc.lineno}: syntax error: {exc.msg}") from exc
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def scheduled_tasks(manifest: Manifest, source: str) -> dict[str, ScheduledTask]:
+    """The plugin's scheduled functions: the cadence functions it defines plus its cron schedules."""
+    functions = defined_functions(source, manifest.main)
+    tasks: dict[str, ScheduledTask] = {}
+    for fn, (cadence, cron) in CADENCE_FUNCTIONS.items():
+        if fn in functions:
+            tasks[fn] = ScheduledTask(fn, cadence, cron)
+    for fn, cron in manifest.schedules.items():
+        if fn not in functions:
+            raise _fail(f"schedules.{fn}", f"no function '{fn}' is defined in {manifest.main}")
+        tasks[fn] = ScheduledTask(fn, "cron", cron)
+    return tasks
+
+
+def load_plugin(directory: str | Path) -> Plugin:
+    """Read and validate a plugin directory. Raises ManifestError with a one-line reason."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise ManifestError(f"{directory}: no such plugin directory")
+    manifest_path = path / "plugin.json"
+    if not manifest_path.is_file():
+        raise ManifestError(f"{directory}: no plugin.json")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"plugin.json, line {exc.lineno}: not valid JSON: {exc.msg}") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError("plugin.json: not UTF-8 text") from exc
+    manifest = parse_manifest(data)
+    main_path = path / manifest.main
+    if not main_path.is_file():
+        raise _fail("main", f"file '{manifest.main}' not found in {directory}")
+    if main_path.stat().st_size > MAX_SOURCE_BYTES:
+        raise _fail("main", f"'{manifest.main}' is larger than {MAX_SOURCE_BYTES} bytes")
+    try:
+        source = main_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail("main", f"'{manifest.main}' is not UTF-8 text") from exc
+    plugin = Plugin(manifest=manifest, source=source)
+    plugin.tasks()  # validates that every cron schedule names a defined function
+    return plugin
+
+
+def plugin_from_stored(manifest_json: dict[str, Any], source: str) -> Plugin:
+    """Rebuild a Plugin from what the database stored (already validated at install)."""
+    return Plugin(manifest=parse_manifest(manifest_json), source=source)
