@@ -1,0 +1,414 @@
+"""Admin commands: `db migrate`, `plugins ...`, `configs ...`, `trigger`, `runs`.
+
+Every command takes `--database-url` (default: $PLUGIN_RUNTIME_DATABASE_URL, else the embedded
+server in ./.pgdata) and brings the schema up to date first. Errors are one line on stderr:
+exit 2 for bad input, 3 when the database cannot be reached, 1 for anything else.
+
+`database_url_option`, `open_database` and `cli_errors` are meant for other command modules too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
+
+import click
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from runtime import store
+from runtime.cli import main
+from runtime.db import (
+    ENV_DATABASE_URL,
+    DatabaseUnavailable,
+    InvalidDatabaseUrl,
+    connect,
+    failure_reason,
+    resolve_database_url,
+)
+from runtime.migrate import MigrationError, migrate
+from sandbox.manifest import ManifestError, load_plugin
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_DB_UNAVAILABLE = 3
+
+
+# -- shared plumbing ----------------------------------------------------------------------------
+
+
+class OneLineErrorCommand(click.Command):
+    """A command whose bad arguments are reported on one line (exit 2), not as a usage block."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            name = " ".join(filter(None, [parent.command_path if parent else None, info_name]))
+            click.echo(f"error: {exc.format_message()} (see '{name} --help')", err=True)
+            raise click.exceptions.Exit(EXIT_BAD_INPUT) from None
+
+
+def database_url_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """Adds `--database-url URL` (passed to the command as `database_url`)."""
+    return click.option(
+        "--database-url",
+        "database_url",
+        metavar="URL",
+        default=None,
+        help=f"PostgreSQL URL (default: ${ENV_DATABASE_URL}, else an embedded server in ./.pgdata).",
+    )(fn)
+
+
+@contextmanager
+def open_database(database_url: str | None, *, run_migrations: bool = True) -> Iterator[store.Conn]:
+    """An autocommit connection to the resolved database, migrated first unless told not to."""
+    conn = connect(resolve_database_url(database_url))
+    try:
+        if run_migrations:
+            migrate(conn)
+        yield conn
+    finally:
+        conn.close()
+
+
+def fail(message: str, code: int) -> None:
+    """Print `error: message` (one line) on stderr and exit with `code`."""
+    one_line = " ".join(message.split())
+    click.echo(f"error: {one_line}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turns the errors an operator can meet into one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ManifestError as exc:
+            fail(f"invalid plugin: {exc}", EXIT_BAD_INPUT)
+        except (store.StoreError, InvalidDatabaseUrl) as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+        except DatabaseUnavailable as exc:
+            fail(str(exc), EXIT_DB_UNAVAILABLE)
+        except psycopg.OperationalError as exc:
+            fail(f"lost the connection to PostgreSQL: {failure_reason(exc)}", EXIT_DB_UNAVAILABLE)
+        except MigrationError as exc:
+            fail(str(exc), EXIT_ERROR)
+        except psycopg.Error as exc:
+            fail(f"database error: {failure_reason(exc)}", EXIT_ERROR)
+        raise AssertionError("unreachable")  # fail() always raises
+
+    return wrapper
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
+    """["KEY=VALUE", ...] -> {KEY: VALUE}. Messages never repeat a value (it may be a secret)."""
+    result: dict[str, str] = {}
+    for position, pair in enumerate(pairs, start=1):
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise store.ConfigError(f"setting #{position}: expected KEY=VALUE")
+        if key in result:
+            raise store.ConfigError(f"setting '{key}' is given twice", key)
+        result[key] = value
+    return result
+
+
+def iso_utc(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z, e.g. 2026-11-27T10:00:00Z (fraction only when there is one)."""
+    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_json(rows: Any) -> None:
+    click.echo(json.dumps(jsonable(rows), indent=2, sort_keys=False))
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200
+    return console
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return iso_utc(value.replace(microsecond=0))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def print_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]) -> None:
+    """A rich table of `rows`; `columns` are (header, key) pairs."""
+    table = Table(title=title, title_justify="left")
+    for header, _key in columns:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(key)) for _header, key in columns))
+    _console().print(table)
+
+
+# -- db -----------------------------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database schema."""
+
+
+@db_group.command("migrate", cls=OneLineErrorCommand)
+@database_url_option
+@cli_errors
+def db_migrate(database_url: str | None) -> None:
+    """Apply pending schema migrations (safe to run from several processes at once)."""
+    with open_database(database_url, run_migrations=False) as conn:
+        applied = migrate(conn)
+    for label in applied:
+        click.echo(f"applied {label}")
+    if not applied:
+        click.echo("database schema is up to date")
+
+
+# -- plugins ------------------------------------------------------------------------------------
+
+
+@main.group("plugins")
+def plugins_group() -> None:
+    """Install, list and remove plugins."""
+
+
+@plugins_group.command("install", cls=OneLineErrorCommand)
+@click.argument("directory")
+@database_url_option
+@cli_errors
+def plugins_install(directory: str, database_url: str | None) -> None:
+    """Install the plugin in DIRECTORY, or update the installed plugin of the same name."""
+    plugin = load_plugin(directory)
+    with open_database(database_url) as conn:
+        plugin_id = store.install_plugin(conn, plugin)
+    tasks = store.plugin_tasks_json(plugin)
+    described = ", ".join(f"{t['name']} ({t['cron']})" for t in tasks) or "none"
+    click.echo(
+        f"installed plugin {plugin.name} {plugin.manifest.version} (id {plugin_id}); tasks: {described}"
+    )
+
+
+@plugins_group.command("list", cls=OneLineErrorCommand)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@database_url_option
+@cli_errors
+def plugins_list(as_json: bool, database_url: str | None) -> None:
+    """List installed plugins."""
+    with open_database(database_url) as conn:
+        rows = store.list_plugins(conn)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        row["task_names"] = ", ".join(t["name"] for t in row["tasks"])
+    print_table(
+        "plugins",
+        [("name", "name"), ("version", "version"), ("tasks", "task_names"),
+         ("configs", "configs"), ("updated", "updated_at")],
+        rows,
+    )
+
+
+@plugins_group.command("remove", cls=OneLineErrorCommand)
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Also delete the plugin's configs.")
+@database_url_option
+@cli_errors
+def plugins_remove(name: str, force: bool, database_url: str | None) -> None:
+    """Uninstall plugin NAME (refused while it has configs, unless --force)."""
+    with open_database(database_url) as conn:
+        deleted = store.remove_plugin(conn, name, force=force)
+    extra = f" and its {deleted} config(s)" if deleted else ""
+    click.echo(f"removed plugin {name}{extra}")
+
+
+# -- configs ------------------------------------------------------------------------------------
+
+
+@main.group("configs")
+def configs_group() -> None:
+    """Create, list, enable, disable, change and delete plugin configs."""
+
+
+@configs_group.command("create", cls=OneLineErrorCommand)
+@click.argument("plugin")
+@click.option("--config", "-c", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A setting (repeat for several); converted to the type the plugin declares.")
+@click.option("--disabled", is_flag=True, help="Create it disabled.")
+@database_url_option
+@cli_errors
+def configs_create(plugin: str, pairs: tuple[str, ...], disabled: bool, database_url: str | None) -> None:
+    """Create a config of installed PLUGIN; prints its id alone on the last line."""
+    settings = parse_assignments(pairs)
+    with open_database(database_url) as conn:
+        config_id = store.create_config(conn, plugin, settings, enabled=not disabled)
+    state = "disabled" if disabled else "enabled"
+    click.echo(f"created config {config_id} of plugin {plugin} ({state})", err=True)
+    click.echo(str(config_id))
+
+
+@configs_group.command("list", cls=OneLineErrorCommand)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@database_url_option
+@cli_errors
+def configs_list(as_json: bool, database_url: str | None) -> None:
+    """List configs; secret settings are shown as ***."""
+    with open_database(database_url) as conn:
+        rows = store.list_configs(conn)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        if row["quarantined_at"] is not None:
+            row["status"] = f"quarantined: {row['quarantine_reason'] or ''}".strip()
+        else:
+            row["status"] = "enabled" if row["enabled"] else "disabled"
+        row["task_names"] = ", ".join(row["tasks"])
+    print_table(
+        "plugin configs",
+        [("id", "id"), ("plugin", "plugin"), ("version", "version"), ("status", "status"),
+         ("failures", "consecutive_failures"), ("tasks", "task_names"), ("settings", "settings")],
+        rows,
+    )
+
+
+@configs_group.command("enable", cls=OneLineErrorCommand)
+@click.argument("config_id", metavar="ID", type=int)
+@database_url_option
+@cli_errors
+def configs_enable(config_id: int, database_url: str | None) -> None:
+    """Enable config ID (also releases it from quarantine)."""
+    with open_database(database_url) as conn:
+        store.set_enabled(conn, config_id, True)
+    click.echo(f"config {config_id} enabled")
+
+
+@configs_group.command("disable", cls=OneLineErrorCommand)
+@click.argument("config_id", metavar="ID", type=int)
+@database_url_option
+@cli_errors
+def configs_disable(config_id: int, database_url: str | None) -> None:
+    """Disable config ID: every node stops scheduling it within seconds."""
+    with open_database(database_url) as conn:
+        store.set_enabled(conn, config_id, False)
+    click.echo(f"config {config_id} disabled")
+
+
+@configs_group.command("set", cls=OneLineErrorCommand)
+@click.argument("config_id", metavar="ID", type=int)
+@click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True)
+@database_url_option
+@cli_errors
+def configs_set(config_id: int, pairs: tuple[str, ...], database_url: str | None) -> None:
+    """Change settings of config ID."""
+    changes = parse_assignments(pairs)
+    with open_database(database_url) as conn:
+        store.update_settings(conn, config_id, changes)
+    click.echo(f"config {config_id}: updated {', '.join(sorted(changes))}")
+
+
+@configs_group.command("delete", cls=OneLineErrorCommand)
+@click.argument("config_id", metavar="ID", type=int)
+@database_url_option
+@cli_errors
+def configs_delete(config_id: int, database_url: str | None) -> None:
+    """Delete config ID with its tasks and storage (its run history stays)."""
+    with open_database(database_url) as conn:
+        store.delete_config(conn, config_id)
+    click.echo(f"config {config_id} deleted")
+
+
+# -- trigger and runs ---------------------------------------------------------------------------
+
+
+@main.command("trigger", cls=OneLineErrorCommand)
+@click.argument("config_id", metavar="ID", type=int)
+@click.argument("task")
+@database_url_option
+@cli_errors
+def trigger_cmd(config_id: int, task: str, database_url: str | None) -> None:
+    """Queue a manual run of TASK of config ID now; prints the run id alone on the last line."""
+    with open_database(database_url) as conn:
+        run_id = store.trigger(conn, config_id, task)
+    click.echo(f"queued manual run {run_id} of {task} for config {config_id}", err=True)
+    click.echo(str(run_id))
+
+
+RUN_COLUMNS = [
+    ("id", "id"), ("config", "config_id"), ("plugin", "plugin"), ("task", "task"),
+    ("slot", "slot"), ("attempt", "attempt"), ("state", "state"), ("outcome", "outcome"),
+    ("node", "node"), ("started", "started_at"), ("ms", "duration_ms"),
+]
+
+
+@main.command("runs", cls=OneLineErrorCommand)
+@click.option("--config", "config_id", type=int, metavar="ID", help="Only runs of this config.")
+@click.option("--task", metavar="T", help="Only runs of this task (function name).")
+@click.option("--outcome", metavar="O", help="Only runs with this outcome (ok, error, timeout, ...).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@database_url_option
+@cli_errors
+def runs_cmd(
+    config_id: int | None,
+    task: str | None,
+    outcome: str | None,
+    limit: int,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
+    """Recent runs, newest first."""
+    with open_database(database_url) as conn:
+        rows = store.list_runs(conn, config_id=config_id, task=task, outcome=outcome, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        if row["duration_ms"] is not None:
+            row["duration_ms"] = round(row["duration_ms"])
+    print_table("runs (newest first)", RUN_COLUMNS, rows)
+

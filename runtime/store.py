@@ -1,0 +1,315 @@
+"""Admin operations on the database: plugins, plugin configs, their tasks, manual triggers, runs.
+
+Every function takes an open connection (autocommit; any row factory) and does its work in one
+transaction. Errors an operator can fix are `StoreError`s with a one-line message:
+`NotFound` for unknown plugins/configs/tasks, `ConfigError` for settings that do not fit the
+plugin's `config_schema`. Secret setting values never appear in a message or a listing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from runtime.queries import query
+from sandbox.manifest import ConfigField, Manifest, Plugin, parse_manifest
+
+Conn = psycopg.Connection[Any]
+SECRET_MASK = "***"
+_TRUE = {"true", "1", "yes", "on", "y", "t"}
+_FALSE = {"false", "0", "no", "off", "n", "f"}
+
+
+class StoreError(Exception):
+    """An admin operation refused, with a one-line reason for the operator."""
+
+
+class NotFound(StoreError):
+    """No such plugin, config or task."""
+
+
+class ConfigError(StoreError):
+    """Settings that do not fit the plugin's config_schema; `key` names the setting."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _rows(conn: Conn, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query(name), params)
+        return cur.fetchall() if cur.description else []
+
+
+def _row(conn: Conn, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    rows = _rows(conn, name, params)
+    return rows[0] if rows else None
+
+
+def _count(conn: Conn, name: str, params: Mapping[str, Any] | None = None) -> int:
+    with conn.cursor() as cur:
+        cur.execute(query(name), params)
+        return max(cur.rowcount, 0)
+
+
+def _plugin_row(conn: Conn, name: str) -> dict[str, Any]:
+    row = _row(conn, "get_plugin_by_name", {"name": name})
+    if row is None:
+        raise NotFound(f"no plugin named '{name}' is installed")
+    return row
+
+
+# -- plugins ------------------------------------------------------------------------------------
+
+
+def plugin_tasks_json(plugin: Plugin) -> list[dict[str, str]]:
+    """What `plugins.tasks` stores: [{"name", "cadence", "cron"}], sorted by name."""
+    return [
+        {"name": t.name, "cadence": t.cadence, "cron": t.cron}
+        for t in sorted(plugin.tasks().values(), key=lambda t: t.name)
+    ]
+
+
+def install_plugin(conn: Conn, plugin: Plugin) -> int:
+    """Install `plugin`, or update the installed plugin of that name; returns its id.
+
+    The tasks of its existing configs follow the new version (see `sync_tasks`)."""
+    params = {
+        "name": plugin.name,
+        "version": plugin.manifest.version,
+        "manifest": Jsonb(plugin.manifest.raw),
+        "source": plugin.source,
+        "tasks": Jsonb(plugin_tasks_json(plugin)),
+    }
+    with conn.transaction():
+        row = _row(conn, "upsert_plugin", params)
+        assert row is not None
+        plugin_id = int(row["id"])
+        config_ids = [int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": plugin_id})]
+        if config_ids:
+            sync_tasks(conn, config_ids)
+    return plugin_id
+
+
+def list_plugins(conn: Conn) -> list[dict[str, Any]]:
+    """Installed plugins: id, name, version, tasks, configs (count), installed_at, updated_at."""
+    return _rows(conn, "list_plugins")
+
+
+def remove_plugin(conn: Conn, name: str, *, force: bool = False) -> int:
+    """Uninstall a plugin. Refused while it has configs, unless `force` (which deletes them);
+    returns the number of configs deleted."""
+    with conn.transaction():
+        plugin = _plugin_row(conn, name)
+        config_ids = [int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": plugin["id"]})]
+        if config_ids and not force:
+            ids = ", ".join(str(i) for i in config_ids[:10]) + (", ..." if len(config_ids) > 10 else "")
+            raise StoreError(
+                f"plugin '{name}' has {len(config_ids)} config(s) (id {ids}); "
+                "delete them first, or remove with --force"
+            )
+        _count(conn, "delete_plugin", {"id": plugin["id"]})
+    return len(config_ids)
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def coerce_setting(key: str, spec: ConfigField, value: Any) -> Any:
+    """`value` as the type `spec` declares. Strings (from the command line) are converted;
+    other values must already have the type. Messages never include the value."""
+    kind = spec.type
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ConfigError(f"setting '{key}': must be a string", key)
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if kind == "integer":
+            try:
+                return int(text)
+            except ValueError:
+                raise ConfigError(f"setting '{key}': must be an integer", key) from None
+        if kind == "number":
+            try:
+                number: float | int = int(text)
+            except ValueError:
+                try:
+                    number = float(text)
+                except ValueError:
+                    raise ConfigError(f"setting '{key}': must be a number", key) from None
+            if not math.isfinite(number):
+                raise ConfigError(f"setting '{key}': must be a finite number", key)
+            return number
+        if kind == "boolean":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ConfigError(f"setting '{key}': must be true or false", key)
+        if kind == "json":
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ConfigError(f"setting '{key}': must be valid JSON", key) from None
+    if kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"setting '{key}': must be an integer", key)
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"setting '{key}': must be an integer", key)
+        return int(value)
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"setting '{key}': must be a number", key)
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ConfigError(f"setting '{key}': must be true or false", key)
+        return value
+    if kind == "json":
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting '{key}': must be a JSON value", key) from None
+        return value
+    raise ConfigError(f"setting '{key}': unknown type '{kind}' in config_schema", key)
+
+
+def validate_settings(
+    manifest: Manifest, settings: Mapping[str, Any], *, current: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings to store: `current` (already valid) updated with `settings`, each converted
+    to its declared type, with the schema's defaults filled in. Refuses unknown keys and missing
+    required settings with a `ConfigError` naming the key."""
+    schema = manifest.config_schema
+    result: dict[str, Any] = dict(current or {})
+    for key, value in settings.items():
+        spec = schema.get(key)
+        if spec is None:
+            known = ", ".join(sorted(schema)) or "none"
+            raise ConfigError(
+                f"unknown setting '{key}' for plugin '{manifest.name}' (known: {known})", key
+            )
+        result[key] = coerce_setting(key, spec, value)
+    for key, spec in schema.items():
+        if key in result:
+            continue
+        if spec.default is not None:
+            result[key] = spec.default
+        elif spec.required:
+            raise ConfigError(f"missing required setting '{key}' for plugin '{manifest.name}'", key)
+    return result
+
+
+# -- configs ------------------------------------------------------------------------------------
+
+
+def create_config(
+    conn: Conn, plugin_name: str, settings: Mapping[str, Any], enabled: bool = True
+) -> int:
+    """A new config of an installed plugin, with its tasks; returns its id."""
+    with conn.transaction():
+        plugin = _plugin_row(conn, plugin_name)
+        valid = validate_settings(parse_manifest(plugin["manifest"]), settings)
+        row = _row(
+            conn,
+            "insert_config",
+            {"plugin_id": plugin["id"], "settings": Jsonb(valid), "enabled": enabled},
+        )
+        assert row is not None
+        config_id = int(row["id"])
+        sync_tasks(conn, [config_id])
+    return config_id
+
+
+def list_configs(conn: Conn) -> list[dict[str, Any]]:
+    """Every config, oldest first, with secret settings masked as "***"."""
+    return _rows(conn, "list_configs", {"id": None})
+
+
+def get_config(conn: Conn, config_id: int) -> dict[str, Any]:
+    """One config, as `list_configs` shows it (secrets masked)."""
+    row = _row(conn, "list_configs", {"id": config_id})
+    if row is None:
+        raise NotFound(f"no config with id {config_id}")
+    return row
+
+
+def set_enabled(conn: Conn, config_id: int, enabled: bool) -> None:
+    """Enable or disable a config; enabling also releases it from quarantine."""
+    if _row(conn, "set_config_enabled", {"id": config_id, "enabled": enabled}) is None:
+        raise NotFound(f"no config with id {config_id}")
+
+
+def update_settings(conn: Conn, config_id: int, changes: Mapping[str, Any]) -> None:
+    """Change some settings of a config (validated like `create_config`)."""
+    with conn.transaction():
+        row = _row(conn, "get_config_for_update", {"id": config_id})
+        if row is None:
+            raise NotFound(f"no config with id {config_id}")
+        manifest = parse_manifest(row["manifest"])
+        valid = validate_settings(manifest, changes, current=row["settings"])
+        _row(conn, "set_config_settings", {"id": config_id, "settings": Jsonb(valid)})
+
+
+def delete_config(conn: Conn, config_id: int) -> None:
+    """Delete a config, its tasks and its storage (its runs and logs stay, for the record)."""
+    if _row(conn, "delete_config", {"id": config_id}) is None:
+        raise NotFound(f"no config with id {config_id}")
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+
+def sync_tasks(conn: Conn, config_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """Make the `tasks` rows of the given configs (None: all) match their plugin's tasks: delete
+    the ones no longer scheduled, update changed schedules (next_slot back to NULL), insert the
+    missing ones (next_slot NULL: a scheduler node initialises them). One statement each."""
+    params = {"config_ids": list(config_ids) if config_ids is not None else None}
+    with conn.transaction():
+        deleted = _count(conn, "sync_tasks_delete", params)
+        updated = _count(conn, "sync_tasks_update", params)
+        inserted = _count(conn, "sync_tasks_insert", params)
+    return {"deleted": deleted, "updated": updated, "inserted": inserted}
+
+
+def trigger(conn: Conn, config_id: int, task: str) -> int:
+    """Queue a manual run of `task` of config `config_id` now; returns the run id. Nodes hear of
+    it through NOTIFY on `plugin_runtime_trigger` (payload: the run id)."""
+    row = _row(conn, "trigger_run", {"config_id": config_id, "task": task})
+    if row is not None:
+        return int(row["id"])
+    config = _row(conn, "config_tasks", {"config_id": config_id})
+    if config is None:
+        raise NotFound(f"no config with id {config_id}")
+    tasks = ", ".join(config["tasks"]) or "none"
+    raise NotFound(
+        f"config {config_id} (plugin '{config['plugin']}') has no task '{task}' (tasks: {tasks})"
+    )
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def list_runs(
+    conn: Conn,
+    config_id: int | None = None,
+    task: str | None = None,
+    outcome: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Runs, newest first, optionally only of one config, task or outcome."""
+    if limit < 1:
+        raise StoreError("limit must be at least 1")
+    params = {"config_id": config_id, "task": task, "outcome": outcome, "limit": limit}
+    return _rows(conn, "list_runs", params)
