@@ -1,0 +1,436 @@
+"""`plugin-runtime run PLUGIN_DIR [TASK]`: run one task of a plugin directory, once, in the real
+sandbox, with no database. For plugin authors and for debugging.
+
+Exit status: 0 the run succeeded, 1 it ended in any other outcome (or the sandbox failed),
+2 bad input (no such directory, bad plugin.json, unknown task, bad option or setting), with a
+one-line reason on stderr. Secret setting values are never printed: they are masked as "***"
+wherever they would appear (logs, result, error, fetch calls, storage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from croniter import croniter
+from rich.console import Console
+from rich.markup import escape
+
+from runtime.cli import main
+from runtime.cli.db_cmds import (
+    EXIT_BAD_INPUT,
+    EXIT_ERROR,
+    OneLineErrorCommand,
+    fail,
+    iso_utc,
+    parse_assignments,
+)
+from runtime.store import SECRET_MASK, StoreError, validate_settings
+from sandbox import (
+    DEFAULT_LIMITS,
+    Limits,
+    ManifestError,
+    Outcome,
+    Plugin,
+    RunInfo,
+    RunRequest,
+    Sandbox,
+    SandboxError,
+    load_plugin,
+    resolve_limits,
+)
+from sandbox.manifest import defined_functions, parse_manifest
+from sandbox.services import LocalServices
+
+EXIT_OK = 0
+
+
+class BadInput(Exception):
+    """Input the user can fix: reported on one line, exit 2."""
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    plugin: Plugin
+    # Set when main.py does not even parse: the run still goes to the sandbox, which reports
+    # it as a bad_plugin outcome (a run outcome, not bad input).
+    unparseable: str | None = None
+
+
+def load_for_run(directory: str) -> Loaded:
+    """The plugin in `directory`. A malformed plugin.json raises BadInput; a main.py with a
+    syntax error is loaded anyway (its run ends in bad_plugin)."""
+    try:
+        return Loaded(load_plugin(directory))
+    except ManifestError as exc:
+        first_error = exc
+    # load_plugin also parses main.py; tell a syntax error (a bad_plugin outcome) apart from a
+    # bad manifest (bad input).
+    path = Path(directory)
+    try:
+        manifest = parse_manifest(json.loads((path / "plugin.json").read_text(encoding="utf-8")))
+        source = (path / manifest.main).read_text(encoding="utf-8")
+    except (OSError, ValueError):  # ManifestError and JSON errors are ValueErrors
+        raise BadInput(f"invalid plugin: {first_error}") from None
+    try:
+        defined_functions(source, manifest.main)
+    except ManifestError as exc:  # main.py does not parse: a bad_plugin run, not bad input
+        return Loaded(Plugin(manifest=manifest, source=source), unparseable=str(exc))
+    raise BadInput(f"invalid plugin: {first_error}")
+
+
+def choose_task(loaded: Loaded, task: str | None) -> str:
+    if loaded.unparseable is not None:
+        return task or "run_every_minute"
+    tasks = sorted(loaded.plugin.tasks())
+    name = loaded.plugin.name
+    if task is None:
+        if len(tasks) == 1:
+            return tasks[0]
+        if not tasks:
+            raise BadInput(f"plugin '{name}' has no scheduled function to run")
+        raise BadInput(f"plugin '{name}' has several tasks; name one of: {', '.join(tasks)}")
+    if task not in tasks:
+        raise BadInput(
+            f"plugin '{name}' has no task '{task}' (tasks: {', '.join(tasks) or 'none'})"
+        )
+    return task
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def read_json_object(path: str, what: str, *, missing_ok: bool = False) -> dict[str, Any]:
+    file = Path(path)
+    if missing_ok and not file.exists():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{what} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{what} {path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{what} {path}, line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{what} {path}: must be a JSON object")
+    return data
+
+
+def build_settings(
+    plugin: Plugin, config_file: str | None, pairs: Sequence[str]
+) -> dict[str, Any]:
+    """Settings from --config-file, overridden by --config KEY=VALUE, checked against the
+    plugin's config_schema (messages never repeat a value)."""
+    settings: dict[str, Any] = read_json_object(config_file, "config file") if config_file else {}
+    try:
+        settings.update(parse_assignments(pairs))
+        return validate_settings(plugin.manifest, settings)
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def build_limits(plugin: Plugin, timeout_s: float | None, cpu_s: float | None,
+                 memory_mb: int | None) -> Limits:
+    """Flags override the plugin's own limits; the operator caps (the defaults) still apply."""
+    for flag, value in (("--timeout-s", timeout_s), ("--cpu-s", cpu_s), ("--memory-mb", memory_mb)):
+        if value is not None and value <= 0:
+            raise BadInput(f"{flag} must be greater than 0")
+    asked = plugin.manifest.limits
+    return resolve_limits(
+        Limits(
+            timeout_s=timeout_s if timeout_s is not None else asked.timeout_s,
+            cpu_s=cpu_s if cpu_s is not None else asked.cpu_s,
+            memory_mb=memory_mb if memory_mb is not None else asked.memory_mb,
+        ),
+        caps=DEFAULT_LIMITS,
+    )
+
+
+def nominal_slot(plugin: Plugin, task: str, now: datetime) -> str:
+    """The task's latest slot at or before `now` (ISO UTC): what the scheduler would pass."""
+    try:
+        scheduled = plugin.tasks().get(task)
+    except ManifestError:  # main.py does not parse
+        scheduled = None
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+    if scheduled is None:
+        return iso_utc(minute)
+    previous: datetime = croniter(scheduled.cron, minute + timedelta(minutes=1)).get_prev(datetime)
+    return iso_utc(previous)
+
+
+def parse_slot(text: str) -> str:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"--slot: '{text}' is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return iso_utc(value)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def execute(
+    request: RunRequest, allow_private: bool
+) -> tuple[Outcome, dict[str, bool], dict[str, str]]:
+    """Run the request in a fresh sandbox; the outcome, the layers and why some are off."""
+    with Sandbox(services=LocalServices(allow_private=allow_private)) as sandbox:
+        outcome = sandbox.run(request)
+        layers = dict(outcome.layers or sandbox.layers)
+        return outcome, layers, dict(sandbox.layer_reasons)
+
+
+def write_storage(path: str, storage: Mapping[str, Any]) -> None:
+    """Replace the storage file atomically."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".storage-", suffix=".json", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(storage, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class Redactor:
+    """Masks secret setting values in anything printed."""
+
+    def __init__(self, plugin: Plugin, settings: Mapping[str, Any]) -> None:
+        schema = plugin.manifest.config_schema
+        values = {
+            str(v) if not isinstance(v, str) else v
+            for k, v in settings.items()
+            if k in schema and schema[k].secret and v not in (None, "")
+        }
+        self.secrets = sorted(values, key=len, reverse=True)
+
+    def __call__(self, value: Any) -> Any:
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, SECRET_MASK)
+            return value
+        if isinstance(value, Mapping):
+            return {self(str(k)): self(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        return value
+
+
+def report_json(
+    plugin: Plugin,
+    task: str,
+    outcome: Outcome,
+    storage: Mapping[str, Any],
+    layers: Mapping[str, bool],
+    reasons: Mapping[str, str],
+    limits: Limits,
+    run: RunInfo,
+) -> dict[str, Any]:
+    error = outcome.error
+    return {
+        "plugin": plugin.name,
+        "version": plugin.manifest.version,
+        "task": task,
+        "slot": run.slot,
+        "backfilled": run.backfilled,
+        "outcome": outcome.outcome,
+        "duration_ms": outcome.duration_ms,
+        "cpu_ms": outcome.cpu_ms,
+        "max_rss_kb": outcome.max_rss_kb,
+        "signal": outcome.signal,
+        "logs": [{"level": line.level, "message": line.message} for line in outcome.logs],
+        "error": {"type": error.type, "message": error.message, "traceback": list(error.traceback)}
+        if error is not None
+        else None,
+        "result": outcome.result,
+        "storage": dict(storage),
+        "storage_writes": dict(outcome.storage_writes) if outcome.ok else {},
+        "storage_deletes": list(outcome.storage_deletes) if outcome.ok else [],
+        "fetch_calls": list(outcome.fetch_calls),
+        "limits": {"timeout_s": limits.timeout_s, "cpu_s": limits.cpu_s,
+                   "memory_mb": limits.memory_mb},
+        "layers": dict(layers),
+        "layer_reasons": {k: v for k, v in reasons.items() if not layers.get(k, False)},
+    }
+
+
+_LEVEL_STYLE = {"debug": "dim", "info": "cyan", "warning": "yellow", "error": "red"}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def report_text(data: Mapping[str, Any], before: Mapping[str, Any], console: Console) -> None:
+    """The readable report: outcome, duration, logs, error, result, storage diff, layers."""
+    ok = data["outcome"] == "ok"
+    colour = "green" if ok else "red"
+    console.print(
+        f"[bold]{escape(data['plugin'])}[/bold] {escape(data['version'])} · "
+        f"[bold]{escape(data['task'])}[/bold] · slot {escape(str(data['slot']))}"
+        + (" (backfilled)" if data["backfilled"] else "")
+    )
+    limits = data["limits"]
+    console.print(
+        f"outcome [bold {colour}]{data['outcome']}[/bold {colour}] in {data['duration_ms']:.1f} ms"
+        f" (cpu {data['cpu_ms']:.1f} ms, max rss {data['max_rss_kb'] // 1024} MiB; limits "
+        f"{limits['timeout_s']:g} s wall, {limits['cpu_s']:g} s cpu, {limits['memory_mb']} MiB)"
+    )
+    if data["logs"]:
+        console.print(f"[bold]logs[/bold] ({len(data['logs'])})")
+        for line in data["logs"]:
+            style = _LEVEL_STYLE.get(line["level"], "")
+            console.print(f"  [{style}]{line['level']:<7}[/{style}] {escape(line['message'])}"
+                          if style else f"  {line['level']:<7} {escape(line['message'])}")
+    error = data["error"]
+    if error is not None:
+        console.print(f"[bold red]error[/bold red] {escape(error['type'])}: {escape(error['message'])}")
+        for tb_line, times in _collapse(error["traceback"]):
+            repeat = f" [yellow](x{times})[/yellow]" if times > 1 else ""
+            console.print(f"  [dim]{escape(tb_line)}[/dim]{repeat}")
+    if ok:
+        console.print(f"[bold]result[/bold] {escape(_short(data['result']))}")
+    for call in data["fetch_calls"]:
+        console.print(f"[bold]fetch[/bold] {escape(str(call.get('method', 'GET')))} "
+                      f"{escape(str(call.get('url', '')))}")
+    _storage_diff(before, data["storage"], ok, console)
+    _layers(data["layers"], data["layer_reasons"], console)
+
+
+def _collapse(lines: Sequence[str]) -> list[tuple[str, int]]:
+    """Consecutive repeats folded into (line, times): a RecursionError stays readable."""
+    out: list[tuple[str, int]] = []
+    for line in lines:
+        if out and out[-1][0] == line:
+            out[-1] = (line, out[-1][1] + 1)
+        else:
+            out.append((line, 1))
+    return out
+
+
+def _storage_diff(before: Mapping[str, Any], after: Mapping[str, Any], ok: bool,
+                  console: Console) -> None:
+    if not ok:
+        console.print("[bold]storage[/bold] unchanged (writes of a failed run are dropped)")
+        return
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        if key not in after:
+            changes.append(f"  [red]- {escape(key)}[/red]")
+        elif key not in before:
+            changes.append(f"  [green]+ {escape(key)} = {escape(_short(after[key]))}[/green]")
+        elif before[key] != after[key]:
+            changes.append(f"  [yellow]~ {escape(key)}: {escape(_short(before[key]))} -> "
+                           f"{escape(_short(after[key]))}[/yellow]")
+    if changes:
+        console.print("[bold]storage[/bold]")
+        for change in changes:
+            console.print(change)
+    else:
+        console.print("[bold]storage[/bold] unchanged")
+
+
+def _layers(layers: Mapping[str, bool], reasons: Mapping[str, str], console: Console) -> None:
+    on = [name for name, active in layers.items() if active]
+    off = [name for name, active in layers.items() if not active]
+    console.print(f"[bold]sandbox layers[/bold] [green]on:[/green] {escape(', '.join(on) or 'none')}")
+    for name in off:
+        why = reasons.get(name, "unavailable on this host")
+        console.print(f"  [yellow]off: {escape(name)}[/yellow] ({escape(why)})")
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+@main.command("run", cls=OneLineErrorCommand)
+@click.argument("plugin_dir", metavar="PLUGIN_DIR")
+@click.argument("task", required=False, metavar="[TASK]")
+@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the plugin's config_schema (repeatable).")
+@click.option("--config-file", metavar="F.json", help="Settings as a JSON object (--config wins).")
+@click.option("--storage-file", metavar="F.json",
+              help="Storage before the run; rewritten with the run's writes when it succeeds.")
+@click.option("--timeout-s", type=float, help="Wall-time limit (capped by the operator's cap).")
+@click.option("--cpu-s", type=float, help="CPU-time limit (capped).")
+@click.option("--memory-mb", type=int, help="Address-space limit in MiB (capped).")
+@click.option("--slot", metavar="ISO", help="meta.run.slot (default: the task's latest slot).")
+@click.option("--backfilled", is_flag=True, help="Set meta.run.backfilled.")
+@click.option("--allow-private", is_flag=True,
+              help="Let meta.fetch reach loopback and private addresses (local testing).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
+def run_command(
+    plugin_dir: str,
+    task: str | None,
+    config_pairs: tuple[str, ...],
+    config_file: str | None,
+    storage_file: str | None,
+    timeout_s: float | None,
+    cpu_s: float | None,
+    memory_mb: int | None,
+    slot: str | None,
+    backfilled: bool,
+    allow_private: bool,
+    as_json: bool,
+) -> None:
+    """Run TASK of the plugin in PLUGIN_DIR once, in the sandbox (TASK may be left out when the
+    plugin has a single scheduled function). Exit 0 ok, 1 any other outcome, 2 bad input."""
+    try:
+        loaded = load_for_run(plugin_dir)
+        plugin = loaded.plugin
+        chosen = choose_task(loaded, task)
+        settings = build_settings(plugin, config_file, config_pairs)
+        limits = build_limits(plugin, timeout_s, cpu_s, memory_mb)
+        storage = read_json_object(storage_file, "storage file", missing_ok=True) if storage_file else {}
+        run = RunInfo(
+            config_id=None,
+            task=chosen,
+            slot=parse_slot(slot) if slot else nominal_slot(plugin, chosen, datetime.now(UTC)),
+            attempt=1,
+            backfilled=backfilled,
+        )
+    except BadInput as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+        return
+    request = RunRequest(plugin=plugin, task=chosen, config=settings, storage=storage,
+                         limits=limits, run=run)
+    try:
+        outcome, layers, reasons = execute(request, allow_private)
+    except (SandboxError, OSError) as exc:
+        fail(f"the sandbox could not run the plugin: {exc}", EXIT_ERROR)
+        return
+    after = outcome.apply_to(storage)
+    if storage_file and outcome.ok:
+        try:
+            write_storage(storage_file, after)
+        except OSError as exc:
+            fail(f"storage file {storage_file}: cannot write: {exc}", EXIT_ERROR)
+    redact = Redactor(plugin, settings)
+    data = redact(report_json(plugin, chosen, outcome, after, layers, reasons, limits, run))
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+    else:
+        console = Console(highlight=False)
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console.width = 200
+        report_text(data, redact(storage), console)
+    raise click.exceptions.Exit(EXIT_OK if outcome.ok else EXIT_ERROR)
