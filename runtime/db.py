@@ -116,7 +116,9 @@ def connect(
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise InvalidDatabaseUrl(f"invalid database URL: {redact(failure_reason(exc), url)}") from exc
+        raise InvalidDatabaseUrl(
+            f"invalid database URL: {redact(failure_reason(exc), url)}"
+        ) from exc
     extra: dict[str, Any] = {}
     if "connect_timeout" not in params:
         extra["connect_timeout"] = int(connect_timeout or DEFAULT_CONNECT_TIMEOUT_S)

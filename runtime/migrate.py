@@ -49,7 +49,9 @@ def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             raise MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
         version = match.group("version")
         if version in found:
-            raise MigrationError(f"{path.name}: version {version} is also {found[version].path.name}")
+            raise MigrationError(
+                f"{path.name}: version {version} is also {found[version].path.name}"
+            )
         found[version] = Migration(version, match.group("name"), path)
     return [found[v] for v in sorted(found)]
 

@@ -95,7 +95,9 @@ def install_plugin(conn: Conn, plugin: Plugin) -> int:
         row = _row(conn, "upsert_plugin", params)
         assert row is not None
         plugin_id = int(row["id"])
-        config_ids = [int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": plugin_id})]
+        config_ids = [
+            int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": plugin_id})
+        ]
         if config_ids:
             sync_tasks(conn, config_ids)
     return plugin_id
@@ -111,9 +113,13 @@ def remove_plugin(conn: Conn, name: str, *, force: bool = False) -> int:
     returns the number of configs deleted."""
     with conn.transaction():
         plugin = _plugin_row(conn, name)
-        config_ids = [int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": plugin["id"]})]
+        config_ids = [
+            int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": plugin["id"]})
+        ]
         if config_ids and not force:
-            ids = ", ".join(str(i) for i in config_ids[:10]) + (", ..." if len(config_ids) > 10 else "")
+            ids = ", ".join(str(i) for i in config_ids[:10]) + (
+                ", ..." if len(config_ids) > 10 else ""
+            )
             raise StoreError(
                 f"plugin '{name}' has {len(config_ids)} config(s) (id {ids}); "
                 "delete them first, or remove with --force"
@@ -169,7 +175,11 @@ def coerce_setting(key: str, spec: ConfigField, value: Any) -> Any:
             raise ConfigError(f"setting '{key}': must be an integer", key)
         return int(value)
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"setting '{key}': must be a number", key)
         return value
     if kind == "boolean":

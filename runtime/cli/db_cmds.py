@@ -177,7 +177,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]) -> None:
+def print_table(
+    title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]
+) -> None:
     """A rich table of `rows`; `columns` are (header, key) pairs."""
     table = Table(title=title, title_justify="left")
     for header, _key in columns:
@@ -247,8 +249,13 @@ def plugins_list(as_json: bool, database_url: str | None) -> None:
         row["task_names"] = ", ".join(t["name"] for t in row["tasks"])
     print_table(
         "plugins",
-        [("name", "name"), ("version", "version"), ("tasks", "task_names"),
-         ("configs", "configs"), ("updated", "updated_at")],
+        [
+            ("name", "name"),
+            ("version", "version"),
+            ("tasks", "task_names"),
+            ("configs", "configs"),
+            ("updated", "updated_at"),
+        ],
         rows,
     )
 
@@ -276,12 +283,20 @@ def configs_group() -> None:
 
 @configs_group.command("create", cls=OneLineErrorCommand)
 @click.argument("plugin")
-@click.option("--config", "-c", "pairs", multiple=True, metavar="KEY=VALUE",
-              help="A setting (repeat for several); converted to the type the plugin declares.")
+@click.option(
+    "--config",
+    "-c",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting (repeat for several); converted to the type the plugin declares.",
+)
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
 @database_url_option
 @cli_errors
-def configs_create(plugin: str, pairs: tuple[str, ...], disabled: bool, database_url: str | None) -> None:
+def configs_create(
+    plugin: str, pairs: tuple[str, ...], disabled: bool, database_url: str | None
+) -> None:
     """Create a config of installed PLUGIN; prints its id alone on the last line."""
     settings = parse_assignments(pairs)
     with open_database(database_url) as conn:
@@ -310,8 +325,15 @@ def configs_list(as_json: bool, database_url: str | None) -> None:
         row["task_names"] = ", ".join(row["tasks"])
     print_table(
         "plugin configs",
-        [("id", "id"), ("plugin", "plugin"), ("version", "version"), ("status", "status"),
-         ("failures", "consecutive_failures"), ("tasks", "task_names"), ("settings", "settings")],
+        [
+            ("id", "id"),
+            ("plugin", "plugin"),
+            ("version", "version"),
+            ("status", "status"),
+            ("failures", "consecutive_failures"),
+            ("tasks", "task_names"),
+            ("settings", "settings"),
+        ],
         rows,
     )
 
@@ -379,16 +401,26 @@ def trigger_cmd(config_id: int, task: str, database_url: str | None) -> None:
 
 
 RUN_COLUMNS = [
-    ("id", "id"), ("config", "config_id"), ("plugin", "plugin"), ("task", "task"),
-    ("slot", "slot"), ("attempt", "attempt"), ("state", "state"), ("outcome", "outcome"),
-    ("node", "node"), ("started", "started_at"), ("ms", "duration_ms"),
+    ("id", "id"),
+    ("config", "config_id"),
+    ("plugin", "plugin"),
+    ("task", "task"),
+    ("slot", "slot"),
+    ("attempt", "attempt"),
+    ("state", "state"),
+    ("outcome", "outcome"),
+    ("node", "node"),
+    ("started", "started_at"),
+    ("ms", "duration_ms"),
 ]
 
 
 @main.command("runs", cls=OneLineErrorCommand)
 @click.option("--config", "config_id", type=int, metavar="ID", help="Only runs of this config.")
 @click.option("--task", metavar="T", help="Only runs of this task (function name).")
-@click.option("--outcome", metavar="O", help="Only runs with this outcome (ok, error, timeout, ...).")
+@click.option(
+    "--outcome", metavar="O", help="Only runs with this outcome (ok, error, timeout, ...)."
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @database_url_option
@@ -411,4 +443,3 @@ def runs_cmd(
         if row["duration_ms"] is not None:
             row["duration_ms"] = round(row["duration_ms"])
     print_table("runs (newest first)", RUN_COLUMNS, rows)
-

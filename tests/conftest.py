@@ -1,0 +1,201 @@
+"""Shared fixtures: a real PostgreSQL per test, and the real command line.
+
+- `postgres_server_url`: the server the tests use — $PLUGIN_RUNTIME_TEST_DATABASE_URL when set
+  (CI: postgresql://postgres@127.0.0.1:5432/postgres), else an embedded server (pgserver) with
+  its data in the temp directory, started on first use.
+- `database_url`: a fresh, migrated database of its own for each test, copied from a template
+  migrated once per session (CREATE DATABASE ... TEMPLATE is fast), dropped afterwards.
+- `empty_database_url`: a fresh database with no schema at all (for migration tests).
+- `db`: an open autocommit connection (rows as dicts) to `database_url`.
+- `cli_runner`: runs `python -m runtime ARGS... --database-url URL` in a subprocess.
+- `test_plugins_dir`: tests/plugins (small plugins made for the tests, e.g. `tiny`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from runtime.db import ENV_DATABASE_URL, connect, embedded_database_url
+from runtime.migrate import migrate
+
+TEST_DATABASE_ENV = "PLUGIN_RUNTIME_TEST_DATABASE_URL"
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+TEST_PLUGINS_DIR = TESTS_DIR / "plugins"
+
+
+def url_with_database(url: str, dbname: str) -> str:
+    """`url` pointing at database `dbname` (URI or key=value form, kept in its form)."""
+    if "://" in url:
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(path="/" + dbname))
+    return make_conninfo(url, dbname=dbname)
+
+
+def _admin(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+
+def create_database(server_url: str, template: str = "template0") -> str:
+    """A new database on the server, copied from `template`; returns its name."""
+    name = f"prt_{secrets.token_hex(6)}"
+    with _admin(server_url) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    return name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop a test database, disconnecting whoever is still connected to it."""
+    with _admin(server_url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """URL of the PostgreSQL server the tests create their databases on."""
+    from_env = os.environ.get(TEST_DATABASE_ENV)
+    if from_env:
+        return from_env
+    data_dir = Path(tempfile.gettempdir()) / f"plugin-runtime-test-pgdata-{os.getuid()}"
+    return embedded_database_url(data_dir)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server_url: str) -> Iterator[str]:
+    """Name of a database migrated once for the session, that test databases are copied from."""
+    name = create_database(postgres_server_url)
+    try:
+        with connect(url_with_database(postgres_server_url, name)) as conn:
+            migrate(conn)
+        yield name
+    finally:
+        drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
+    """URL of a clean, migrated database of this test's own."""
+    name = create_database(postgres_server_url, template=migrated_template)
+    try:
+        yield url_with_database(postgres_server_url, name)
+    finally:
+        drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def empty_database_url(postgres_server_url: str) -> Iterator[str]:
+    """URL of a database of this test's own with no schema (not migrated)."""
+    name = create_database(postgres_server_url)
+    try:
+        yield url_with_database(postgres_server_url, name)
+    finally:
+        drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection (rows as dicts) to this test's database."""
+    conn = connect(database_url)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def test_plugins_dir() -> Path:
+    return TEST_PLUGINS_DIR
+
+
+@dataclass
+class CliRunner:
+    """Runs the real console command (`python -m runtime`) in a subprocess.
+
+    `--database-url URL` is appended unless `database_url=None` is given to the runner or call.
+    The environment never carries $PLUGIN_RUNTIME_DATABASE_URL unless `env` sets it."""
+
+    database_url: str | None
+    cwd: Path
+
+    def command(self, *args: Any, database_url: str | None | bool = True) -> list[str]:
+        url = self.database_url if database_url is True else database_url or None
+        cmd = [sys.executable, "-m", "runtime", *(str(a) for a in args)]
+        if url:
+            cmd += ["--database-url", url]
+        return cmd
+
+    def environment(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
+        full = {k: v for k, v in os.environ.items() if k != ENV_DATABASE_URL}
+        full.update(env or {})
+        return full
+
+    def __call__(
+        self,
+        *args: Any,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+        database_url: str | None | bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args, database_url=database_url),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.cwd,
+            env=self.environment(env),
+        )
+
+    def ok(self, *args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Like calling the runner, but fails the test unless the command exits 0."""
+        result = self(*args, **kwargs)
+        assert result.returncode == 0, (
+            f"{' '.join(map(str, args))} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+        return result
+
+    def start(
+        self,
+        *args: Any,
+        env: Mapping[str, str] | None = None,
+        database_url: str | None | bool = True,
+        **popen_kwargs: Any,
+    ) -> subprocess.Popen[str]:
+        """Start the command in the background (e.g. `serve`); the caller stops and waits on it."""
+        popen_kwargs.setdefault("stdout", subprocess.PIPE)
+        popen_kwargs.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(
+            self.command(*args, database_url=database_url),
+            text=True,
+            cwd=self.cwd,
+            env=self.environment(env),
+            **popen_kwargs,
+        )
+
+
+@pytest.fixture
+def cli_runner(database_url: str, tmp_path: Path) -> CliRunner:
+    """The real command line against this test's database, run from a temp directory."""
+    return CliRunner(database_url=database_url, cwd=tmp_path)
