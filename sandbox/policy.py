@@ -143,8 +143,9 @@ def check_imports(tree: ast.AST, filename: str, allowed: Iterable[str] = ALLOWED
             names = [node.module or ""]
         for name in names:
             if name not in allowed_set:
+                line = getattr(node, "lineno", 0)
                 raise PluginCodeError(
-                    f"{filename}, line {node.lineno}: import of '{name}' is not allowed "
+                    f"{filename}, line {line}: import of '{name}' is not allowed "
                     f"(allowed: {', '.join(sorted(allowed_set))})"
                 )
 
@@ -238,15 +239,7 @@ def guarded_inplacevar(op: str, x: Any, y: Any) -> Any:
         raise SecurityError(f"operator {op} is not allowed") from None
 
 
-_SAFE_BUILTIN_NAMES = (
-    "abs all any ascii bin bool bytearray bytes callable chr complex dict divmod enumerate "
-    "filter float frozenset hash hex int isinstance issubclass iter len list map max min next "
-    "oct ord pow range repr reversed round set slice sorted str sum tuple zip "
-    "ArithmeticError AssertionError AttributeError Exception IndexError KeyError LookupError "
-    "NameError NotImplementedError OverflowError RecursionError RuntimeError StopIteration "
-    "TypeError UnicodeError ValueError ZeroDivisionError MemoryError ImportError "
-    "True False None"
-).split()
+_SAFE_BUILTIN_NAMES = ["abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr", "complex", "dict", "divmod", "enumerate", "filter", "float", "frozenset", "hash", "hex", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip", "ArithmeticError", "AssertionError", "AttributeError", "Exception", "IndexError", "KeyError", "LookupError", "NameError", "NotImplementedError", "OverflowError", "RecursionError", "RuntimeError", "StopIteration", "TypeError", "UnicodeError", "ValueError", "ZeroDivisionError", "MemoryError", "ImportError", "True", "False", "None"]
 
 
 def make_builtins(import_guard: ImportGuard) -> dict[str, Any]:

@@ -120,15 +120,19 @@ CREATE TABLE nodes (
 -- notifies every node, which reloads that config within seconds.
 CREATE FUNCTION notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    row_id bigint;
+    payload jsonb;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        row_id := OLD.id;
+        payload := jsonb_build_object('table', TG_TABLE_NAME, 'op', TG_OP, 'id', OLD.id);
     ELSE
-        row_id := NEW.id;
+        payload := jsonb_build_object('table', TG_TABLE_NAME, 'op', TG_OP, 'id', NEW.id);
     END IF;
-    PERFORM pg_notify('plugin_runtime_changes',
-                      json_build_object('table', TG_TABLE_NAME, 'op', TG_OP, 'id', row_id)::text);
+    IF TG_TABLE_NAME = 'plugin_configs' THEN
+        -- Whether the config may run now: nodes drop its held runs at once when it may not.
+        payload := payload || jsonb_build_object(
+            'runnable', TG_OP <> 'DELETE' AND NEW.enabled AND NEW.quarantined_at IS NULL);
+    END IF;
+    PERFORM pg_notify('plugin_runtime_changes', payload::text);
     RETURN NULL;
 END
 $$;

@@ -1,0 +1,87 @@
+"""`plugin-runtime serve`: run one supervisor node until SIGTERM."""
+
+from __future__ import annotations
+
+import click
+
+from runtime.cli import main
+from runtime.cli.db_cmds import EXIT_BAD_INPUT, database_url_option, fail
+from runtime.clock import Clock, parse_time
+from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, resolve_database_url
+from runtime.logs import setup_logging
+from runtime.schedule import ScheduleError, SchedulePolicy
+from runtime.supervisor import Settings, Supervisor
+from sandbox import Limits
+
+CAPABILITIES = ("scheduledTasks",)
+
+
+@main.command("serve")
+@database_url_option
+@click.option("--concurrency", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Runs at once on this node.")
+@click.option("--node-id", default=None, help="This node's name in the fleet (default: host-pid).")
+@click.option("--http", "http_addr", default=None, metavar="HOST:PORT",
+              help="Serve /metrics, /healthz, /readyz and the status page here.")
+@click.option("--capabilities", default="scheduledTasks", show_default=True,
+              help="Comma-separated: scheduledTasks (schedule and run tasks). Without it the node "
+                   "only heartbeats and runs manual triggers.")
+@click.option("--quarantine-after", type=click.IntRange(0), default=0, show_default=True,
+              help="Quarantine a config after this many failed runs in a row (0: never).")
+@click.option("--timeout-cap-s", type=float, default=30.0, show_default=True,
+              help="Operator cap on a run's wall time (a plugin may ask for less).")
+@click.option("--cpu-cap-s", type=float, default=30.0, show_default=True)
+@click.option("--memory-cap-mb", type=int, default=256, show_default=True)
+@click.option("--tick-interval", type=float, default=5.0, show_default=True,
+              help="Seconds between claims of due tasks (each claim takes a batch).")
+@click.option("--hourly-window-h", type=float, default=48.0, show_default=True,
+              help="Catch-up window of hourly tasks.")
+@click.option("--daily-window-d", type=float, default=7.0, show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Default: text on a terminal, JSON lines otherwise.")
+@click.option("--testing", is_flag=True, help="Allow test-only options (--time-scale, --start-time).")
+@click.option("--time-scale", type=float, default=1.0, help="[--testing] scheduler clock speed.")
+@click.option("--start-time", default=None, help="[--testing] scheduler clock start (ISO 8601).")
+def serve_command(
+    database_url: str | None, concurrency: int, node_id: str | None, http_addr: str | None,
+    capabilities: str, quarantine_after: int, timeout_cap_s: float, cpu_cap_s: float,
+    memory_cap_mb: int, tick_interval: float, hourly_window_h: float, daily_window_d: float,
+    log_format: str | None, testing: bool, time_scale: float, start_time: str | None,
+) -> None:
+    """Run a supervisor node: schedule and run plugin tasks until SIGTERM."""
+    setup_logging(log_format)
+    if (time_scale != 1.0 or start_time) and not testing:
+        fail("--time-scale and --start-time are for testing only: add --testing", EXIT_BAD_INPUT)
+    if time_scale <= 0:
+        fail("--time-scale must be > 0", EXIT_BAD_INPUT)
+    caps = [c.strip() for c in capabilities.split(",") if c.strip()]
+    unknown = [c for c in caps if c not in CAPABILITIES]
+    if unknown:
+        fail(f"unknown capability '{unknown[0]}' (known: {', '.join(CAPABILITIES)})", EXIT_BAD_INPUT)
+    try:
+        clock = Clock(parse_time(start_time) if start_time else None, time_scale)
+    except ValueError as exc:
+        fail(f"--start-time: {exc}", EXIT_BAD_INPUT)
+    try:
+        policy = SchedulePolicy.from_overrides(
+            window={"hour": hourly_window_h * 3600, "day": daily_window_d * 86400})
+    except ScheduleError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    settings = Settings(
+        concurrency=concurrency, capabilities=tuple(caps), quarantine_after=quarantine_after,
+        caps=Limits(timeout_s=timeout_cap_s, cpu_s=cpu_cap_s, memory_mb=memory_cap_mb),
+        tick_interval_s=tick_interval, lookahead_s=tick_interval + 1.0, policy=policy,
+    )
+    if node_id:
+        settings.node_id = node_id
+    try:
+        url = resolve_database_url(database_url)
+    except (DatabaseUnavailable, InvalidDatabaseUrl) as exc:
+        fail(str(exc), 3)
+    supervisor = Supervisor(url, settings, clock)
+    supervisor.install_signal_handlers()
+    if http_addr:
+        from runtime.http import serve_http
+
+        serve_http(http_addr, supervisor)
+    supervisor.run()

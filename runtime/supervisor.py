@@ -1,0 +1,478 @@
+"""`plugin-runtime serve`: one node of the fleet.
+
+One thread owns the database connection and does, in a loop: tick (lock due tasks, decide, record
+claims: two statements whatever the batch), flush finished runs (one statement per batch), recover
+runs of dead nodes, and react to notifications. The dispatcher starts claimed runs at their due
+time in the sandbox; the listener hears of changes. When the database goes away, runs in flight
+finish and their outcomes wait in memory; the loop reconnects with backoff and carries on, and the
+task pointers in PostgreSQL make it catch up every hourly and daily slot it owes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from runtime import schedule
+from runtime.clock import Clock, iso
+from runtime.db import DatabaseUnavailable, connect
+from runtime.dispatch import Dispatcher, Finished
+from runtime.migrate import migrate
+from runtime.queue import ClaimedRun, Queue
+from runtime.reload import Listener
+from runtime.schedule import SchedulePolicy, TaskState
+from sandbox import DEFAULT_LIMITS, Limits, Sandbox
+from sandbox.manifest import Plugin, plugin_from_stored
+
+log = logging.getLogger("plugin_runtime.supervisor")
+
+MAX_RESULT_CHARS = 64 * 1024
+MISSED_ROWS_PER_TICK = 1000
+
+
+@dataclass
+class Settings:
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    concurrency: int = 32
+    capabilities: tuple[str, ...] = ("scheduledTasks",)
+    tick_interval_s: float = 5.0
+    lookahead_s: float = 6.0
+    flush_interval_s: float = 5.0
+    flush_batch: int = 500
+    sweep_interval_s: float = 10.0
+    dead_after_s: float = 20.0
+    reconcile_interval_s: float = 60.0
+    claim_limit: int = 5000
+    quarantine_after: int = 0  # consecutive failures before quarantine; 0: never
+    drain_timeout_s: float = 60.0
+    caps: Limits = DEFAULT_LIMITS
+    policy: SchedulePolicy = field(default_factory=SchedulePolicy)
+
+
+@dataclass
+class Stats:
+    started: int = 0
+    finished: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    db_errors: int = 0
+    missed: int = 0
+    coalesced: int = 0
+
+
+class Supervisor:
+    def __init__(self, url: str, settings: Settings | None = None, clock: Clock | None = None,
+                 sandbox: Sandbox | None = None) -> None:
+        self.url = url
+        self.settings = settings or Settings()
+        self.clock = clock or Clock()
+        self.sandbox = sandbox or Sandbox(caps=self.settings.caps)
+        self.stats = Stats()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.db_ok = threading.Event()
+        self.ready = threading.Event()
+        self.statements = 0  # every statement this node sent (all connections of the queue)
+        self._finished: deque[Finished] = deque()
+        self._finished_lock = threading.Lock()
+        self._plugins: dict[int, tuple[datetime, Plugin]] = {}
+        self._queue: Queue | None = None
+        self.listener = Listener(url, self.wake)
+        self.dispatcher = Dispatcher(
+            self.sandbox, self.clock, self.settings.concurrency, self.settings.caps,
+            on_done=self._on_done, on_start=self._on_start,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> None:
+        """Serve until SIGTERM (or request_stop), then drain gracefully."""
+        self.sandbox.start()
+        self._report_layers()
+        self.dispatcher.start()
+        self.listener.start()
+        next_tick = next_flush = next_sweep = next_reconcile = 0.0
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                q = self._ensure_connected()
+                backoff = 0.5
+                now = time.monotonic()
+                self._handle_notifications(q)
+                if now >= next_reconcile:
+                    self._reconcile(q)
+                    next_reconcile = now + self.settings.reconcile_interval_s
+                if now >= next_tick:
+                    self._tick(q)
+                    next_tick = time.monotonic() + self.settings.tick_interval_s
+                    self.ready.set()
+                if self._flush_due(now, next_flush):
+                    self._flush(q)
+                    next_flush = time.monotonic() + self.settings.flush_interval_s
+                if now >= next_sweep:
+                    self._sweep(q)
+                    next_sweep = now + self.settings.sweep_interval_s
+            except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable) as exc:
+                self._lost_database(exc)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 15.0)
+                continue
+            deadline = min(next_tick, next_sweep, next_reconcile, self._next_flush_at(next_flush))
+            self.wake.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
+            self.wake.clear()
+        self._drain()
+
+    def _report_layers(self) -> None:
+        off = [name for name, on in self.sandbox.layers.items() if not on]
+        if off:
+            for name in off:
+                log.warning("sandbox layer %s is unavailable: %s", name,
+                            self.sandbox.layer_reasons.get(name, "not supported on this host"))
+        log.info("sandbox layers: %s", ", ".join(k for k, v in self.sandbox.layers.items() if v))
+
+    def _ensure_connected(self) -> Queue:
+        if self._queue is not None and not self._queue.conn.closed:
+            return self._queue
+        conn = connect(self.url, application_name=f"plugin-runtime {self.settings.node_id}")
+        migrate(conn)
+        statements = self._queue.statements if self._queue is not None else 0
+        self._queue = Queue(conn, self.settings.node_id)
+        self._queue.statements = statements
+        self._queue.register(socket.gethostname(), os.getpid(), list(self.settings.capabilities),
+                             self.sandbox.layers, self.settings.concurrency)
+        if not self.db_ok.is_set():
+            log.info("connected to the database; node %s registered", self.settings.node_id)
+        self.db_ok.set()
+        return self._queue
+
+    def _lost_database(self, exc: BaseException) -> None:
+        self.stats.db_errors += 1
+        if self.db_ok.is_set():
+            log.error("database unavailable: %s; runs in flight go on, retrying with backoff",
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        self.db_ok.clear()
+        if self._queue is not None:
+            try:
+                self._queue.conn.close()
+            except psycopg.Error:
+                pass
+
+    def _drain(self) -> None:
+        """Graceful stop: claim nothing more, release held runs, let running ones finish (up to
+        their timeout), record everything, mark the node stopped."""
+        log.info("stopping: releasing held runs, waiting for %d running", self.dispatcher.running_count())
+        held = self.dispatcher.take_held()
+        self.dispatcher.wait_idle(self.settings.drain_timeout_s)
+        self.dispatcher.stop()
+        for attempt in range(3):
+            try:
+                q = self._ensure_connected()
+                q.release([r.run_id for r in held], "released", self.clock.now())
+                held = []
+                self._flush(q)
+                q.stop()
+                break
+            except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable) as exc:
+                self._lost_database(exc)
+                time.sleep(0.5 * (attempt + 1))
+        self.listener.stop()
+        self.sandbox.close()
+        if self._queue is not None:
+            self.statements = self._queue.statements
+            self._queue.conn.close()
+
+    # -- plugins ------------------------------------------------------------------------------
+    def _plugin(self, q: Queue, plugin_id: int, updated_at: datetime) -> Plugin | None:
+        cached = self._plugins.get(plugin_id)
+        if cached is not None and cached[0] == updated_at:
+            return cached[1]
+        row = q.plugin_code(plugin_id)
+        if row is None:
+            return None
+        plugin = plugin_from_stored(row["manifest"], row["source"])
+        self._plugins[plugin_id] = (row["updated_at"], plugin)
+        return plugin
+
+    # -- tick -----------------------------------------------------------------------------------
+    def _capacity(self) -> int:
+        # Claim no more than the node can start soon: a busy node leaves due work to the others.
+        free = self.settings.concurrency * 4 + self.settings.claim_limit - self.dispatcher.busy()
+        return max(0, min(self.settings.claim_limit, free))
+
+    def _node_stats(self) -> dict[str, Any]:
+        lags = sorted(self.stats.lags)
+        return {
+            "started": self.stats.started,
+            "finished": self.stats.finished,
+            "running": self.dispatcher.running_count(),
+            "held": self.dispatcher.held_count(),
+            "lag_p50_s": lags[len(lags) // 2] if lags else None,
+            "lag_p99_s": lags[int(len(lags) * 0.99)] if lags else None,
+            "by_outcome": self.stats.by_outcome,
+        }
+
+    def _tick(self, q: Queue) -> None:
+        if "scheduledTasks" not in self.settings.capabilities:
+            q.due_tasks(self.clock.now(), 0, self._node_stats())  # heartbeat only
+            return
+        now = self.clock.now()
+        horizon = now + timedelta(seconds=self.settings.lookahead_s * self.clock.scale)
+        policy = self.settings.policy
+        claimed: list[ClaimedRun] = []
+        with q.transaction():
+            rows = q.due_tasks(horizon, self._capacity(), self._node_stats())
+            if not rows:
+                return
+            decisions: list[dict[str, Any]] = []
+            pending: dict[int, ClaimedRun] = {}
+            for row in rows:
+                task = TaskState(id=row["id"], cadence=row["cadence"], cron=row["cron"],
+                                 offset_s=row["offset_s"], next_slot=row["next_slot"],
+                                 attempt=row["attempt"])
+                offset: float | None = None
+                if task.next_slot is None:
+                    offset = schedule.spread_offset(f"{row['config_id']}:{row['name']}", task.cadence, policy)
+                    task.offset_s = offset
+                    init = schedule.initialise(task, now)
+                    decisions.append(_decision(task.id, None, task.attempt, False, None, init.next_slot,
+                                               init.next_due_at, 0, 0, [], offset))
+                    continue
+                start_at = max(now, row["next_due_at"])
+                d = schedule.decide_claim(task, start_at, policy)
+                self.stats.missed += d.missed_count
+                self.stats.coalesced += d.coalesced
+                if d.missed_count:
+                    log.warning("config %s task %s: %d slot(s) older than the catch-up window recorded as missed",
+                                row["config_id"], row["name"], d.missed_count)
+                decisions.append(_decision(task.id, d.run_slot, d.attempt, d.backfilled,
+                                           start_at if d.run_slot else None, d.next_slot, d.next_due_at,
+                                           d.coalesced, d.missed_count,
+                                           d.missed_slots[:MISSED_ROWS_PER_TICK], None))
+                if d.run_slot is not None:
+                    pending[task.id] = ClaimedRun(
+                        run_id=0, task_id=task.id, config_id=row["config_id"], plugin_id=row["plugin_id"],
+                        plugin_updated_at=row["plugin_updated_at"], task=row["name"], cadence=task.cadence,
+                        cron=task.cron, offset_s=task.offset_s, slot=d.run_slot, attempt=d.attempt,
+                        backfilled=d.backfilled, due_at=start_at, settings=row["settings"], storage={},
+                        next_slot=d.next_slot, task_attempt=d.attempt,
+                    )
+            for got in q.record_claims(decisions, now):
+                run = pending[got["task_id"]]
+                run.run_id = got["id"]
+                run.storage = got["storage"]
+                claimed.append(run)
+        self._start_claimed(q, claimed)
+
+    def _start_claimed(self, q: Queue, claimed: list[ClaimedRun]) -> None:
+        ready: list[ClaimedRun] = []
+        broken: list[ClaimedRun] = []
+        for run in claimed:
+            run.plugin = self._plugin(q, run.plugin_id, run.plugin_updated_at)
+            (ready if run.plugin is not None else broken).append(run)
+        if broken:
+            q.release([r.run_id for r in broken], "released", self.clock.now())
+        self.dispatcher.add(ready)
+
+    def _claim_manual(self, q: Queue) -> None:
+        claimed = []
+        for row in q.claim_manual(100):
+            claimed.append(ClaimedRun(
+                run_id=row["id"], task_id=row["task_id"], config_id=row["config_id"],
+                plugin_id=row["plugin_id"], plugin_updated_at=row["plugin_updated_at"], task=row["task"],
+                cadence=row["cadence"], cron="", offset_s=0.0, slot=row["slot"], attempt=row["attempt"],
+                backfilled=False, due_at=self.clock.now(), settings=row["settings"],
+                storage=row["storage"], manual=True,
+            ))
+        self._start_claimed(q, claimed)
+
+    # -- completion -----------------------------------------------------------------------------
+    def _on_start(self, run: ClaimedRun, started_at: datetime) -> None:
+        self.stats.started += 1
+        if not run.manual:
+            lag = (started_at - (run.slot + timedelta(seconds=run.offset_s))).total_seconds()
+            if not run.backfilled and run.attempt == 1:
+                self.stats.lags.append(lag)
+
+    def _on_done(self, finished: Finished) -> None:
+        with self._finished_lock:
+            self._finished.append(finished)
+            count = len(self._finished)
+        self.stats.finished += 1
+        outcome = finished.outcome.outcome
+        self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1
+        run = finished.run
+        log.log(logging.INFO if finished.outcome.ok else logging.WARNING,
+                "run %s config %s task %s slot %s: %s in %.0f ms", run.run_id, run.config_id, run.task,
+                iso(run.slot), outcome, finished.outcome.duration_ms,
+                extra={"run_id": run.run_id, "config_id": run.config_id, "task": run.task,
+                       "slot": iso(run.slot), "outcome": outcome})
+        if count >= self.settings.flush_batch:
+            self.wake.set()
+
+    def _next_flush_at(self, next_flush: float) -> float:
+        with self._finished_lock:
+            return next_flush if self._finished else float("inf")
+
+    def _flush_due(self, now: float, next_flush: float) -> bool:
+        with self._finished_lock:
+            n = len(self._finished)
+        return n > 0 and (now >= next_flush or n >= self.settings.flush_batch or self.stopping.is_set())
+
+    def _flush(self, q: Queue) -> None:
+        with self._finished_lock:
+            batch = list(self._finished)
+            self._finished.clear()
+        if not batch:
+            return
+        try:
+            self._record(q, batch)
+        except BaseException:
+            with self._finished_lock:  # nothing is lost: they go back in front
+                self._finished.extendleft(reversed(batch))
+            raise
+
+    def _record(self, q: Queue, batch: list[Finished]) -> None:
+        now = self.clock.now()
+        runs: list[dict[str, Any]] = []
+        writes: dict[tuple[int, str], dict[str, Any]] = {}
+        deletes: dict[tuple[int, str], dict[str, Any]] = {}
+        for item in batch:
+            run, outcome = item.run, item.outcome
+            pointer = _completion(run, outcome.ok, now, self.settings.policy)
+            runs.append({
+                "run_id": run.run_id, "node": self.settings.node_id, "outcome": outcome.outcome,
+                "started_at": item.started_at, "finished_at": item.finished_at,
+                "duration_ms": outcome.duration_ms,
+                "error": outcome.error.__dict__ if outcome.error else None,
+                "result": _capped_result(outcome.result),
+                "logs": [{"level": line.level, "message": line.message} for line in outcome.logs],
+                **pointer,
+            })
+            if outcome.ok:
+                for key, value in outcome.storage_writes.items():
+                    deletes.pop((run.config_id, key), None)
+                    writes[(run.config_id, key)] = {"run_id": run.run_id, "config_id": run.config_id,
+                                                    "key": key, "value": value}
+                for key in outcome.storage_deletes:
+                    writes.pop((run.config_id, key), None)
+                    deletes[(run.config_id, key)] = {"run_id": run.run_id, "config_id": run.config_id,
+                                                     "key": key}
+        for attempt in range(2):
+            try:
+                with q.transaction():
+                    q.complete(runs, list(writes.values()), list(deletes.values()),
+                               self.settings.quarantine_after)
+                return
+            except psycopg.errors.UniqueViolation:
+                # Another node recorded a success for the same slot at the same moment; the retry
+                # sees it and records this one as a duplicate.
+                if attempt:
+                    raise
+
+    # -- fleet ------------------------------------------------------------------------------------
+    def _sweep(self, q: Queue) -> None:
+        """Runs claimed by nodes that stopped heartbeating: recorded as lost, their tasks freed
+        (an hourly/daily slot is retried as a failed attempt)."""
+        now = self.clock.now()
+        with q.transaction():
+            rows = q.runs_of_dead_nodes(self.settings.dead_after_s)
+            if not rows:
+                return
+            runs = []
+            for row in rows:
+                pointer: dict[str, Any] = {"next_slot": None, "next_due_at": None, "attempt": None}
+                if row["is_active"] and row["cadence"]:
+                    task = TaskState(id=row["task_id"], cadence=row["cadence"], cron=row["cron"],
+                                     offset_s=row["offset_s"], next_slot=row["next_slot"],
+                                     attempt=row["task_attempt"], active=True)
+                    decision = schedule.decide_completion(task, row["slot"], row["attempt"], False, now,
+                                                          self.settings.policy)
+                    pointer = {"next_slot": decision.next_slot,
+                               "next_due_at": now if decision.retry else decision.next_due_at,
+                               "attempt": decision.attempt}
+                runs.append({"run_id": row["run_id"], "node": row["node"], "outcome": "lost",
+                             "started_at": None, "finished_at": now, "duration_ms": None,
+                             "error": {"type": "Lost", "message": f"node {row['node']} stopped heartbeating",
+                                       "traceback": []},
+                             "result": None, "logs": [], **pointer})
+            q.complete(runs, [], [], 0)
+            q.mark_dead_nodes(self.settings.dead_after_s)
+        log.warning("recovered %d run(s) of dead node(s)", len(rows))
+
+    # -- reload -----------------------------------------------------------------------------------
+    def _reconcile(self, q: Queue) -> None:
+        q.execute("sync_tasks_insert", {"config_ids": None})
+        self._claim_manual(q)
+
+    def _handle_notifications(self, q: Queue) -> None:
+        changes = self.listener.drain()
+        if not changes:
+            return
+        sync: set[int] = set()
+        manual = False
+        for change in changes:
+            if change.channel == "plugin_runtime_trigger":
+                manual = True
+            elif change.channel == "reconnected":
+                self._reconcile(q)
+            elif change.payload.get("table") == "plugin_configs":
+                config_id = int(change.payload["id"])
+                if not change.payload.get("runnable", False):
+                    held = self.dispatcher.take_held(config_id)
+                    if held:
+                        q.release([r.run_id for r in held], "cancelled", self.clock.now())
+                        log.info("config %s disabled: %d held run(s) cancelled", config_id, len(held))
+                if change.payload.get("op") != "DELETE":
+                    sync.add(config_id)
+        if sync:
+            from runtime import store
+
+            store.sync_tasks(q.conn, sorted(sync))
+            q.statements += 3
+        if manual:
+            self._claim_manual(q)
+
+
+def _decision(task_id: int, run_slot: datetime | None, attempt: int, backfilled: bool,
+              due_at: datetime | None, next_slot: datetime, next_due_at: datetime, coalesced: int,
+              missed_count: int, missed_slots: list[datetime], offset_s: float | None) -> dict[str, Any]:
+    return {"task_id": task_id, "run_slot": run_slot, "attempt": attempt, "backfilled": backfilled,
+            "due_at": due_at, "next_slot": next_slot, "next_due_at": next_due_at,
+            "coalesced": coalesced, "missed_count": missed_count, "missed_slots": missed_slots,
+            "offset_s": offset_s}
+
+
+def _completion(run: ClaimedRun, succeeded: bool, now: datetime, policy: SchedulePolicy) -> dict[str, Any]:
+    """Where the task's pointer goes after this run (nothing for manual runs)."""
+    if run.manual or run.task_id is None:
+        return {"next_slot": None, "next_due_at": None, "attempt": None}
+    task = TaskState(id=run.task_id, cadence=run.cadence, cron=run.cron, offset_s=run.offset_s,
+                     next_slot=run.next_slot, attempt=run.task_attempt, active=True)
+    d = schedule.decide_completion(task, run.slot, run.attempt, succeeded, now, policy)
+    return {"next_slot": d.next_slot, "next_due_at": d.next_due_at, "attempt": d.attempt}
+
+
+def _capped_result(result: Any) -> Any:
+    import json
+
+    text = json.dumps(result, default=str)
+    if len(text) > MAX_RESULT_CHARS:
+        return {"truncated": True, "preview": text[:1000]}
+    return result
