@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from runtime import schedule
+from runtime import metrics, schedule
 from runtime.clock import Clock, iso
 from runtime.db import DatabaseUnavailable, connect
 from runtime.dispatch import Dispatcher, Finished
@@ -38,6 +38,7 @@ log = logging.getLogger("plugin_runtime.supervisor")
 
 MAX_RESULT_CHARS = 64 * 1024
 MISSED_ROWS_PER_TICK = 1000
+MIN_REAL_INTERVAL_S = 0.2
 
 
 @dataclass
@@ -45,12 +46,15 @@ class Settings:
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     concurrency: int = 32
     capabilities: tuple[str, ...] = ("scheduledTasks",)
-    tick_interval_s: float = 5.0
-    lookahead_s: float = 6.0
-    flush_interval_s: float = 5.0
+    # Intervals are in seconds of the scheduler clock (a fast test clock shortens them in real
+    # time, so the database cost per run does not depend on the time scale); never below
+    # MIN_REAL_INTERVAL_S of real time.
+    tick_interval_s: float = 10.0
+    lookahead_s: float = 11.0
+    flush_interval_s: float = 10.0
     flush_batch: int = 500
-    sweep_interval_s: float = 10.0
-    dead_after_s: float = 20.0
+    sweep_interval_s: float = 15.0
+    dead_after_s: float = 20.0  # real seconds without a heartbeat before a node's runs are released
     reconcile_interval_s: float = 60.0
     claim_limit: int = 5000
     quarantine_after: int = 0  # consecutive failures before quarantine; 0: never
@@ -85,6 +89,7 @@ class Supervisor:
         self.statements = 0  # every statement this node sent (all connections of the queue)
         self._finished: deque[Finished] = deque()
         self._finished_lock = threading.Lock()
+        self._urgent = False
         self._plugins: dict[int, tuple[datetime, Plugin]] = {}
         self._queue: Queue | None = None
         self.listener = Listener(url, self.wake)
@@ -109,6 +114,10 @@ class Supervisor:
         self.dispatcher.start()
         self.listener.start()
         next_tick = next_flush = next_sweep = next_reconcile = 0.0
+        tick_every = self._real(self.settings.tick_interval_s)
+        flush_every = self._real(self.settings.flush_interval_s)
+        sweep_every = max(self._real(self.settings.sweep_interval_s), 1.0)
+        reconcile_every = self._real(self.settings.reconcile_interval_s)
         backoff = 0.5
         while not self.stopping.is_set():
             try:
@@ -118,17 +127,18 @@ class Supervisor:
                 self._handle_notifications(q)
                 if now >= next_reconcile:
                     self._reconcile(q)
-                    next_reconcile = now + self.settings.reconcile_interval_s
+                    next_reconcile = now + reconcile_every
+                if self._flush_due(now, next_flush):
+                    if self._flush(q):
+                        next_tick = now  # a catch-up slot is owed at once: claim it now
+                    next_flush = time.monotonic() + flush_every
                 if now >= next_tick:
                     self._tick(q)
-                    next_tick = time.monotonic() + self.settings.tick_interval_s
+                    next_tick = time.monotonic() + tick_every
                     self.ready.set()
-                if self._flush_due(now, next_flush):
-                    self._flush(q)
-                    next_flush = time.monotonic() + self.settings.flush_interval_s
                 if now >= next_sweep:
                     self._sweep(q)
-                    next_sweep = now + self.settings.sweep_interval_s
+                    next_sweep = now + sweep_every
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable) as exc:
                 self._lost_database(exc)
                 self.stopping.wait(backoff)
@@ -138,6 +148,9 @@ class Supervisor:
             self.wake.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
             self.wake.clear()
         self._drain()
+
+    def _real(self, scheduler_seconds: float) -> float:
+        return max(MIN_REAL_INTERVAL_S, scheduler_seconds / self.clock.scale)
 
     def _report_layers(self) -> None:
         off = [name for name, on in self.sandbox.layers.items() if not on]
@@ -160,10 +173,13 @@ class Supervisor:
         if not self.db_ok.is_set():
             log.info("connected to the database; node %s registered", self.settings.node_id)
         self.db_ok.set()
+        metrics.DB_UP.set(1)
         return self._queue
 
     def _lost_database(self, exc: BaseException) -> None:
         self.stats.db_errors += 1
+        metrics.DB_ERRORS.inc()
+        metrics.DB_UP.set(0)
         if self.db_ok.is_set():
             log.error("database unavailable: %s; runs in flight go on, retrying with backoff",
                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -233,7 +249,7 @@ class Supervisor:
             q.due_tasks(self.clock.now(), 0, self._node_stats())  # heartbeat only
             return
         now = self.clock.now()
-        horizon = now + timedelta(seconds=self.settings.lookahead_s * self.clock.scale)
+        horizon = now + timedelta(seconds=self.settings.lookahead_s)
         policy = self.settings.policy
         claimed: list[ClaimedRun] = []
         with q.transaction():
@@ -258,6 +274,10 @@ class Supervisor:
                 d = schedule.decide_claim(task, start_at, policy)
                 self.stats.missed += d.missed_count
                 self.stats.coalesced += d.coalesced
+                if d.missed_count:
+                    metrics.MISSED.labels(task.cadence).inc(d.missed_count)
+                if d.coalesced:
+                    metrics.COALESCED.inc(d.coalesced)
                 if d.missed_count:
                     log.warning("config %s task %s: %d slot(s) older than the catch-up window recorded as missed",
                                 row["config_id"], row["name"], d.missed_count)
@@ -308,7 +328,10 @@ class Supervisor:
         if not run.manual:
             lag = (started_at - (run.slot + timedelta(seconds=run.offset_s))).total_seconds()
             if not run.backfilled and run.attempt == 1:
-                self.stats.lags.append(lag)
+                self.stats.lags.append(lag / self.clock.scale)
+                metrics.START_LAG.labels(run.cadence).observe(max(0.0, lag / self.clock.scale))
+        metrics.QUEUE_DEPTH.set(self.dispatcher.held_count())
+        metrics.RUNNING.set(self.dispatcher.running_count())
 
     def _on_done(self, finished: Finished) -> None:
         with self._finished_lock:
@@ -318,12 +341,20 @@ class Supervisor:
         outcome = finished.outcome.outcome
         self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1
         run = finished.run
+        metrics.RUNS.labels(run.cadence, outcome).inc()
+        metrics.RUN_DURATION.labels(run.cadence).observe(finished.outcome.duration_ms / 1000.0)
+        if outcome in metrics.KILL_OUTCOMES:
+            metrics.SANDBOX_KILLS.labels(outcome).inc()
         log.log(logging.INFO if finished.outcome.ok else logging.WARNING,
                 "run %s config %s task %s slot %s: %s in %.0f ms", run.run_id, run.config_id, run.task,
                 iso(run.slot), outcome, finished.outcome.duration_ms,
                 extra={"run_id": run.run_id, "config_id": run.config_id, "task": run.task,
                        "slot": iso(run.slot), "outcome": outcome})
-        if count >= self.settings.flush_batch:
+        if count >= self.settings.flush_batch or (
+            (run.backfilled or finished.outcome.outcome != "ok") and run.cadence != "minute"
+        ):
+            # A catch-up or retry: record it now so the next owed slot (or attempt) can start.
+            self._urgent = True
             self.wake.set()
 
     def _next_flush_at(self, next_flush: float) -> float:
@@ -333,20 +364,25 @@ class Supervisor:
     def _flush_due(self, now: float, next_flush: float) -> bool:
         with self._finished_lock:
             n = len(self._finished)
-        return n > 0 and (now >= next_flush or n >= self.settings.flush_batch or self.stopping.is_set())
+        return n > 0 and (now >= next_flush or n >= self.settings.flush_batch or self._urgent
+                          or self.stopping.is_set())
 
-    def _flush(self, q: Queue) -> None:
+    def _flush(self, q: Queue) -> bool:
+        """Record finished runs; True when one of them owes a follow-up run at once."""
         with self._finished_lock:
             batch = list(self._finished)
             self._finished.clear()
+            urgent, self._urgent = self._urgent, False
         if not batch:
-            return
+            return False
         try:
             self._record(q, batch)
         except BaseException:
             with self._finished_lock:  # nothing is lost: they go back in front
                 self._finished.extendleft(reversed(batch))
+                self._urgent = urgent
             raise
+        return urgent
 
     def _record(self, q: Queue, batch: list[Finished]) -> None:
         now = self.clock.now()

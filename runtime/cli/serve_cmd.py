@@ -32,8 +32,9 @@ CAPABILITIES = ("scheduledTasks",)
               help="Operator cap on a run's wall time (a plugin may ask for less).")
 @click.option("--cpu-cap-s", type=float, default=30.0, show_default=True)
 @click.option("--memory-cap-mb", type=int, default=256, show_default=True)
-@click.option("--tick-interval", type=float, default=5.0, show_default=True,
-              help="Seconds between claims of due tasks (each claim takes a batch).")
+@click.option("--tick-interval", type=float, default=10.0, show_default=True,
+              help="Seconds between claims of due tasks (each claim takes a batch; runs are "
+                   "claimed this far ahead and start at their due time).")
 @click.option("--hourly-window-h", type=float, default=48.0, show_default=True,
               help="Catch-up window of hourly tasks.")
 @click.option("--daily-window-d", type=float, default=7.0, show_default=True)
@@ -70,7 +71,8 @@ def serve_command(
     settings = Settings(
         concurrency=concurrency, capabilities=tuple(caps), quarantine_after=quarantine_after,
         caps=Limits(timeout_s=timeout_cap_s, cpu_s=cpu_cap_s, memory_mb=memory_cap_mb),
-        tick_interval_s=tick_interval, lookahead_s=tick_interval + 1.0, policy=policy,
+        tick_interval_s=tick_interval, lookahead_s=tick_interval + 1.0,
+        flush_interval_s=tick_interval, policy=policy,
     )
     if node_id:
         settings.node_id = node_id
