@@ -11,6 +11,7 @@ import ast
 import builtins
 import types
 import warnings
+from collections import UserString
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,6 +54,9 @@ ALLOWED_MODULES: tuple[str, ...] = (
 _HIDDEN: dict[str, set[str]] = {
     "string": {"Formatter", "Template"},
     "operator": {"attrgetter", "methodcaller"},  # would bypass the attribute guard
+    # update_wrapper/wraps get and set attributes named by the caller (e.g. `__globals__`,
+    # `__code__`); singledispatch(method).register eval()s string annotations unguarded.
+    "functools": {"update_wrapper", "wraps", "singledispatch", "singledispatchmethod"},
     "random": {"SystemRandom"},
     "uuid": {"getnode", "uuid1"},  # may shell out to find a MAC address
 }
@@ -169,13 +173,21 @@ def compile_plugin(source: str, filename: str = "main.py") -> types.CodeType:
     return code
 
 
+def _is_formatter(obj: Any) -> bool:
+    """str and UserString instances, and the classes themselves or any subclass: their
+    `format`/`format_map` walk attributes unguarded (`S.format("{0.__class__}", x)`)."""
+    if isinstance(obj, type):
+        return issubclass(obj, (str, UserString))
+    return isinstance(obj, (str, UserString))
+
+
 def guarded_getattr(obj: Any, name: str, default: Any = None, *args: Any) -> Any:
     """`_getattr_`: no private names, no str.format attribute walks, no frame/code walks."""
     if not isinstance(name, str):
         raise TypeError("attribute name must be a string")
     if name.startswith("_"):
         raise SecurityError(f"access to private attribute '{name}' is not allowed")
-    if name in _FORMAT_METHODS and (obj is str or isinstance(obj, str)):
+    if name in _FORMAT_METHODS and _is_formatter(obj):
         raise SecurityError(f"str.{name} is not allowed (its fields can walk attributes); use f-strings")
     if isinstance(obj, _FRAME_TYPES) and name not in {"__name__"}:
         # Generators, frames and functions lead to code objects and real globals.

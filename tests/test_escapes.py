@@ -1,0 +1,554 @@
+"""Layer 1 under attack: restricted plugins trying every RestrictedPython escape class that
+SECURITY.md lists. Each payload returns what it would have stolen; every run must end in
+`bad_plugin` (refused at load, naming the line) or `error` (refused at run time), and never in the
+payload's result. Plugins are real directories (plugin.json + main.py) run in the real sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox import Outcome, RunRequest, Sandbox, load_plugin
+from sandbox.manifest import Limits
+
+LIMITS = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=256)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as sb:  # plain: unrestricted runs are refused
+        yield sb
+
+
+def run_plugin(sb: Sandbox, directory: Path, source: str, **manifest: object) -> Outcome:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {"name": "attacker", "version": "1.0.0", "main": "main.py", **manifest}
+    (directory / "plugin.json").write_text(json.dumps(data))
+    (directory / "main.py").write_text(textwrap.dedent(source).lstrip())
+    plugin = load_plugin(directory)
+    return sb.run(RunRequest(plugin=plugin, task="run_every_minute", limits=LIMITS))
+
+
+# id -> (plugin source, the outcome it must end in). Each payload returns its loot on success.
+ATTACKS: dict[str, tuple[str, str]] = {
+    # -- format strings: str.format walks attributes without the guard -----------------------
+    "format-method": (
+        """
+        def run_every_minute(meta):
+            return "{0.__class__.__mro__}".format(meta)
+        """,
+        "error",
+    ),
+    "format-map": (
+        """
+        def run_every_minute(meta):
+            return "{m.__class__}".format_map({"m": meta})
+        """,
+        "error",
+    ),
+    "str-format-unbound": (
+        """
+        def run_every_minute(meta):
+            return str.format("{0.__class__}", meta)
+        """,
+        "error",
+    ),
+    "getattr-format": (
+        """
+        def run_every_minute(meta):
+            return getattr("{0.__class__}", "format")(meta)
+        """,
+        "error",
+    ),
+    "str-subclass-format": (
+        """
+        class S(str):
+            pass
+
+        def run_every_minute(meta):
+            return S.format("{0.__class__}", meta)
+        """,
+        "error",
+    ),
+    "str-subclass-instance-format": (
+        """
+        class S(str):
+            pass
+
+        def run_every_minute(meta):
+            return S("{0.__class__}").format(meta)
+        """,
+        "error",
+    ),
+    "userstring-format": (
+        """
+        import collections
+
+        def run_every_minute(meta):
+            return str(collections.UserString("{0.fetch.__globals__}").format(meta))
+        """,
+        "error",
+    ),
+    "userstring-format-map": (
+        """
+        import collections
+
+        def run_every_minute(meta):
+            return str(collections.UserString("{m.__class__}").format_map({"m": meta}))
+        """,
+        "error",
+    ),
+    "string-formatter": (
+        """
+        import string
+
+        def run_every_minute(meta):
+            return string.Formatter().format("{0.__class__}", meta)
+        """,
+        "error",
+    ),
+    "from-string-import-formatter": (
+        """
+        from string import Formatter
+
+        def run_every_minute(meta):
+            return Formatter().format("{0.__class__}", meta)
+        """,
+        "error",
+    ),
+    "string-template": (
+        """
+        import string
+
+        def run_every_minute(meta):
+            return string.Template("$x").substitute(x=meta)
+        """,
+        "error",
+    ),
+    # -- generator, coroutine and function internals: frames lead to real globals ------------
+    "generator-frame": (
+        """
+        def run_every_minute(meta):
+            g = (x for x in [1])
+            return str(g.gi_frame.f_back.f_globals)
+        """,
+        "bad_plugin",
+    ),
+    "generator-frame-getattr": (
+        """
+        def gen():
+            yield 1
+
+        def run_every_minute(meta):
+            frame = getattr(gen(), "gi_frame")
+            return str(getattr(getattr(frame, "f_back"), "f_globals"))
+        """,
+        "error",
+    ),
+    "generator-code": (
+        """
+        def gen():
+            yield 1
+
+        def run_every_minute(meta):
+            return str(gen().gi_code)
+        """,
+        "bad_plugin",
+    ),
+    "coroutine": (
+        """
+        async def coro():
+            return 1
+
+        def run_every_minute(meta):
+            return str(coro().cr_frame)
+        """,
+        "bad_plugin",
+    ),
+    "function-globals": (
+        """
+        def run_every_minute(meta):
+            return str(run_every_minute.__globals__)
+        """,
+        "bad_plugin",
+    ),
+    "function-globals-getattr": (
+        """
+        def run_every_minute(meta):
+            return str(getattr(run_every_minute, "__glob" + "als__"))
+        """,
+        "error",
+    ),
+    "traceback-frame": (
+        """
+        def run_every_minute(meta):
+            try:
+                1 / 0
+            except ZeroDivisionError as exc:
+                return str(exc.__traceback__.tb_frame.f_globals)
+        """,
+        "bad_plugin",
+    ),
+    "bound-method-self": (
+        """
+        def run_every_minute(meta):
+            return str(getattr(meta.logger.info, "__self__"))
+        """,
+        "error",
+    ),
+    # -- __subclasses__ and friends: walking the class graph to something dangerous ----------
+    "subclasses": (
+        """
+        def run_every_minute(meta):
+            return [c.__name__ for c in ().__class__.__bases__[0].__subclasses__()]
+        """,
+        "bad_plugin",
+    ),
+    "class-by-concatenation": (
+        """
+        def run_every_minute(meta):
+            return str(getattr((), "__cl" + "ass__"))
+        """,
+        "error",
+    ),
+    "mro-to-object-subclasses": (
+        """
+        def run_every_minute(meta):
+            base = SecurityError.mro()[-1]
+            return [str(c) for c in getattr(base, "__subclasses__")()]
+        """,
+        "error",
+    ),
+    "type-builtin": (
+        """
+        def run_every_minute(meta):
+            return str(type(meta))
+        """,
+        "error",
+    ),
+    "private-attribute-of-meta": (
+        """
+        def run_every_minute(meta):
+            return str(meta._channel)
+        """,
+        "bad_plugin",
+    ),
+    "hasattr-probe": (
+        """
+        def run_every_minute(meta):
+            if hasattr(meta, "_channel"):
+                return "hasattr saw a private name"
+            raise ValueError("hasattr refused the private name")
+        """,
+        "error",
+    ),
+    # -- try/except*: CPython 3.11/3.12 type confusion in except* handlers --------------------
+    "try-except-star": (
+        """
+        def run_every_minute(meta):
+            try:
+                raise ValueError("x")
+            except* ValueError as group:
+                return str(group)
+        """,
+        "bad_plugin",
+    ),
+    # -- shadowing the guard names that the transformed code calls ---------------------------
+    "assign-guard": (
+        """
+        _getattr_ = lambda obj, name: obj
+
+        def run_every_minute(meta):
+            return str(meta._channel)
+        """,
+        "bad_plugin",
+    ),
+    "import-as-guard": (
+        """
+        from json import dumps as _getiter_
+
+        def run_every_minute(meta):
+            return "guard shadowed"
+        """,
+        "bad_plugin",
+    ),
+    "argument-named-guard": (
+        """
+        def run_every_minute(meta, _getattr_=getattr):
+            return "guard shadowed"
+        """,
+        "bad_plugin",
+    ),
+    "class-attribute-guard": (
+        """
+        class A:
+            _write_ = None
+
+        def run_every_minute(meta):
+            return "guard shadowed"
+        """,
+        "bad_plugin",
+    ),
+    "builtins-name": (
+        """
+        def run_every_minute(meta):
+            return str(__builtins__)
+        """,
+        "bad_plugin",
+    ),
+    "rebinding-getattr-is-harmless": (
+        """
+        getattr = lambda obj, name: obj
+
+        def run_every_minute(meta):
+            x = getattr(meta, "__class__")  # the plugin's own function: no walk
+            return str(x.__class__)
+        """,
+        "bad_plugin",
+    ),
+    # -- imports: only allowlisted pure modules, each a view without submodules --------------
+    "dunder-import": (
+        """
+        def run_every_minute(meta):
+            return str(__import__("os").environ)
+        """,
+        "bad_plugin",
+    ),
+    "import-os": (
+        """
+        import os
+
+        def run_every_minute(meta):
+            return dict(os.environ)
+        """,
+        "bad_plugin",
+    ),
+    "import-inside-function": (
+        """
+        def run_every_minute(meta):
+            import subprocess
+            return subprocess.check_output(["id"])
+        """,
+        "bad_plugin",
+    ),
+    "from-json-import-submodule": (
+        """
+        from json import decoder
+
+        def run_every_minute(meta):
+            return str(decoder)
+        """,
+        "error",
+    ),
+    "import-submodule-dotted": (
+        """
+        import json.decoder
+
+        def run_every_minute(meta):
+            return str(json.decoder)
+        """,
+        "bad_plugin",
+    ),
+    "from-urllib-import-request": (
+        """
+        from urllib import request
+
+        def run_every_minute(meta):
+            return str(request)
+        """,
+        "bad_plugin",
+    ),
+    "submodule-attribute": (
+        """
+        import json
+
+        def run_every_minute(meta):
+            return str(json.decoder.scanstring)
+        """,
+        "error",
+    ),
+    "relative-import": (
+        """
+        from . import secrets
+
+        def run_every_minute(meta):
+            return str(secrets)
+        """,
+        "bad_plugin",
+    ),
+    "eval": (
+        """
+        def run_every_minute(meta):
+            return eval("__import__('os').getuid()")
+        """,
+        "bad_plugin",
+    ),
+    "open-builtin": (
+        """
+        def run_every_minute(meta):
+            return open("/etc/passwd").read()
+        """,
+        "error",
+    ),
+    "globals-builtin": (
+        """
+        def run_every_minute(meta):
+            return str(globals())
+        """,
+        "error",
+    ),
+    # -- allowed modules' helpers that do unguarded attribute work --------------------------
+    "operator-attrgetter": (
+        """
+        import operator
+
+        def run_every_minute(meta):
+            return str(operator.attrgetter("__class__")(meta))
+        """,
+        "error",
+    ),
+    "operator-methodcaller": (
+        """
+        import operator
+
+        def run_every_minute(meta):
+            return str(operator.methodcaller("__reduce_ex__", 2)(meta))
+        """,
+        "error",
+    ),
+    "functools-update-wrapper-globals": (
+        """
+        import functools
+        import json
+
+        def helper():
+            pass
+
+        def run_every_minute(meta):
+            # merge json's real globals (and real __builtins__) into ours, then use them
+            functools.update_wrapper(helper, json.dumps, assigned=(), updated=("__globals__",))
+
+            def inner():
+                real = globals()["__builtins__"]
+                os = real["__import__"]("os")
+                return real["getattr"](os, "getuid")()
+
+            return inner()
+        """,
+        "error",
+    ),
+    "functools-wraps-code": (
+        """
+        import functools
+        import json
+
+        def helper(meta):
+            return None
+
+        def run_every_minute(meta):
+            functools.wraps(json.dumps, assigned=("__code__",), updated=())(helper)
+            return "code object replaced"
+        """,
+        "error",
+    ),
+    "functools-singledispatch-annotation-eval": (
+        """
+        import functools
+        import json
+
+        LOOT = []
+
+        def base(x):
+            return 0
+
+        def handler(x: "LOOT.append(json.dumps.__globals__['__builtins__']['__import__']('os').getuid()) or int"):
+            return 1
+
+        def run_every_minute(meta):
+            functools.singledispatchmethod(base).register(handler)
+            return LOOT
+        """,
+        "error",
+    ),
+    "monkey-patch-module-view": (
+        """
+        import json
+
+        def run_every_minute(meta):
+            json.dumps = lambda *args, **kwargs: "patched"
+            return json.dumps(1)
+        """,
+        "error",
+    ),
+    "system-random-and-getnode": (
+        """
+        import uuid
+
+        def run_every_minute(meta):
+            return uuid.getnode()
+        """,
+        "error",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_escape_is_refused(sandbox: Sandbox, tmp_path: Path, name: str) -> None:
+    source, expected = ATTACKS[name]
+    outcome = run_plugin(sandbox, tmp_path / name, source)
+    assert outcome.outcome in ("bad_plugin", "error"), (
+        f"{name}: the attack ran to {outcome.outcome} and returned {outcome.result!r}"
+    )
+    assert outcome.result is None, f"{name}: the payload's loot came back: {outcome.result!r}"
+    assert outcome.outcome == expected, (name, outcome.outcome, outcome.error)
+    assert outcome.error is not None and outcome.error.message
+    if expected == "bad_plugin":
+        # Refused at load time with a message that names the line.
+        assert "line" in outcome.error.message.lower(), outcome.error.message
+    else:
+        # Refused at run time by a guard: the traceback points into the plugin's own code.
+        assert outcome.error.type in (
+            "SecurityError", "AttributeError", "ImportError", "NameError", "TypeError", "ValueError",
+        ), outcome.error
+        assert outcome.error.traceback and all("main.py" in line for line in outcome.error.traceback)
+
+
+def test_attacks_really_run(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The harness can see an attack succeed: an honest plugin's return value comes back, so a
+    `result is None` above means the payload was stopped, not that results are lost."""
+    outcome = run_plugin(
+        sandbox,
+        tmp_path / "honest",
+        """
+        import functools
+        import json
+        import string
+
+        def run_every_minute(meta):
+            add = functools.partial(lambda a, b: a + b, 1)
+            return [json.dumps({"n": add(1)}), string.capwords("a b"), f"{meta.run.attempt:>3}"]
+        """,
+    )
+    assert outcome.outcome == "ok", outcome.error
+    assert outcome.result == ['{"n": 2}', "A B", "  1"]
+
+
+def test_unrestricted_runs_are_refused_by_default(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The test-only unrestricted mode is off unless the Sandbox is built with it."""
+    directory = tmp_path / "plain"
+    directory.mkdir()
+    (directory / "plugin.json").write_text(json.dumps({"name": "p", "version": "1.0.0", "main": "main.py"}))
+    (directory / "main.py").write_text("def run_every_minute(meta):\n    return 1\n")
+    request = RunRequest(
+        plugin=load_plugin(directory),
+        task="run_every_minute",
+        unrestricted_source="import os\ndef run_every_minute(meta):\n    return os.getuid()\n",
+    )
+    outcome = sandbox.run(request)
+    assert outcome.outcome == "bad_plugin"
+    assert outcome.result is None
