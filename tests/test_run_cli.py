@@ -172,6 +172,8 @@ def test_secret_not_echoed_in_config_errors(tmp_path: Path) -> None:
         ([EXAMPLES / "minute_counter", "--config", "novalue"], ["KEY=VALUE"]),
         ([EXAMPLES / "minute_counter", "--config-file", "missing.json"], ["no such file"]),
         ([EXAMPLES / "minute_counter", "--slot", "yesterday"], ["--slot"]),
+        ([EXAMPLES / "minute_counter", "--storage-file", "no/such/dir/s.json"],
+         ["directory does not exist"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[Any], fragments: list[str]) -> None:

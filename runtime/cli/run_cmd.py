@@ -400,7 +400,11 @@ def run_command(
         chosen = choose_task(loaded, task)
         settings = build_settings(plugin, config_file, config_pairs)
         limits = build_limits(plugin, timeout_s, cpu_s, memory_mb)
-        storage = read_json_object(storage_file, "storage file", missing_ok=True) if storage_file else {}
+        storage: dict[str, Any] = {}
+        if storage_file:
+            if not Path(storage_file).absolute().parent.is_dir():
+                raise BadInput(f"storage file {storage_file}: its directory does not exist")
+            storage = read_json_object(storage_file, "storage file", missing_ok=True)
         run = RunInfo(
             config_id=None,
             task=chosen,
