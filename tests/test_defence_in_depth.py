@@ -1,0 +1,652 @@
+"""Layers 2-4 under attack, with layer 1 gone: each test runs *unrestricted* Python inside the
+jailed child (the test-only `unrestricted_source` of a `Sandbox(allow_unrestricted=True)`) and
+tries one class of attack that SECURITY.md says the jail stops. Every payload reports what it got
+as "ok ..." (the attack worked) or "denied ..." (it did not), and the test asserts on those.
+
+A test of a layer skips only when `sandbox.layers` says this host lacks that layer.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from sandbox import Outcome, Plugin, RunRequest, Sandbox, load_plugin
+from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN
+from sandbox.manifest import Limits
+
+SECRET_URL = f"postgresql://runtime:s3cret-{uuid.uuid4().hex}@db.internal:5432/runtime"
+SECRET_ENV = {
+    "PLUGIN_RUNTIME_DATABASE_URL": SECRET_URL,
+    "DATABASE_URL": SECRET_URL,
+    "PGPASSWORD": "pg-" + SECRET_URL[-24:],
+}
+LIMITS = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=256)
+
+# Shared by every payload: run one attempt, report "ok <value>" or "denied <errno/type>".
+PRELUDE = '''
+import ctypes, errno, os, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+
+def attempt(fn):
+    try:
+        value = fn()
+    except OSError as exc:
+        return "denied " + errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    except Exception as exc:
+        return "denied " + type(exc).__name__
+    return "ok " + repr(value)[:300]
+
+def sys_call(fn, *args):
+    """A libc call: raise OSError on -1 like os.* does."""
+    ret = fn(*args)
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+'''
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """One sandbox for the module, started while the test process holds secrets in its
+    environment and an open file, so a leak of either would show."""
+    secret_file = tmp_path_factory.mktemp("secrets") / "secret.txt"
+    secret_file.write_text(SECRET_URL)
+    with pytest.MonkeyPatch.context() as mp, open(secret_file) as held:
+        for key, value in SECRET_ENV.items():
+            mp.setenv(key, value)
+        assert held.fileno() > 2
+        with Sandbox(allow_unrestricted=True) as sb:
+            yield sb
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Plugin:
+    directory = tmp_path_factory.mktemp("plugin")
+    (directory / "plugin.json").write_text(
+        json.dumps({"name": "attacker", "version": "1.0.0", "main": "main.py"})
+    )
+    (directory / "main.py").write_text("def run_every_minute(meta):\n    return 'honest'\n")
+    return load_plugin(directory)
+
+
+def attack(
+    sb: Sandbox,
+    plugin: Plugin,
+    body: str,
+    *,
+    limits: Limits = LIMITS,
+    config: dict[str, Any] | None = None,
+) -> Outcome:
+    """Run `body` (which defines run_every_minute(meta)) as plain Python in the jail."""
+    source = PRELUDE + textwrap.dedent(body)
+    request = RunRequest(
+        plugin=plugin, task="run_every_minute", limits=limits, config=config or {},
+        unrestricted_source=source,
+    )
+    return sb.run(request)
+
+
+def results(outcome: Outcome) -> dict[str, Any]:
+    assert outcome.outcome == "ok", (outcome.outcome, outcome.error)
+    assert isinstance(outcome.result, dict)
+    return outcome.result
+
+
+def assert_all_denied(report: dict[str, Any]) -> None:
+    succeeded = {k: v for k, v in report.items() if not str(v).startswith("denied")}
+    print(json.dumps(report, indent=1))  # shown on failure: which way each attempt went
+    assert not succeeded, f"attacks that worked: {succeeded}"
+
+
+def require(sb: Sandbox, *layers: str) -> None:
+    for layer in layers:
+        if not sb.layers.get(layer):
+            pytest.skip(f"this host lacks the {layer} layer: {sb.layer_reasons.get(layer, '?')}")
+
+
+def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
+    """The pids that are still alive (and not zombies) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _alive(p)]
+        if alive:
+            time.sleep(0.05)
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def assert_fork_server_healthy(sb: Sandbox, plugin: Plugin, pid: int | None) -> None:
+    assert pid is not None and sb.fork_server_pid == pid, "the fork server was restarted"
+    assert psutil.pid_exists(pid)
+    outcome = sb.run(RunRequest(plugin=plugin, task="run_every_minute", limits=LIMITS))
+    assert outcome.outcome == "ok" and outcome.result == "honest", outcome
+
+
+def test_the_harness_sees_an_attack_succeed(sandbox: Sandbox, plugin: Plugin) -> None:
+    """A positive control: unrestricted code really is unrestricted (it can import os, call
+    getpid, make an AF_UNIX socket), so every "denied" below is the jail's doing."""
+    report = results(attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            return {"pid": attempt(os.getpid), "unix": attempt(lambda: socket.socket(socket.AF_UNIX).close())}
+    """))
+    assert report["pid"].startswith("ok ") and report["unix"] == "ok None"
+
+
+# -- layer 2: the process -----------------------------------------------------------------------
+
+
+def test_no_secret_in_the_environment(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "clean_env")
+    assert os.environ["PLUGIN_RUNTIME_DATABASE_URL"] == SECRET_URL  # the test process has it
+    outcome = attack(sandbox, plugin, """
+        def raw_environ():  # libc's own char **environ, not Python's copy
+            env = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ")
+            out = []
+            while env and env[len(out)] is not None:
+                out.append(env[len(out)])
+            return out
+
+        def run_every_minute(meta):
+            pid = meta.config["supervisor_pid"]
+            return {
+                "environ": dict(os.environ),
+                "getenv": os.getenv("PLUGIN_RUNTIME_DATABASE_URL"),
+                "raw_environ": attempt(raw_environ),
+                "proc_self_environ": attempt(lambda: open("/proc/self/environ", "rb").read()),
+                "proc_parent_environ": attempt(lambda: open(f"/proc/{os.getppid()}/environ", "rb").read()),
+                "proc_supervisor_environ": attempt(lambda: open(f"/proc/{pid}/environ", "rb").read()),
+                "proc_supervisor_cmdline": attempt(lambda: open(f"/proc/{pid}/cmdline", "rb").read()),
+            }
+    """, config={"supervisor_pid": os.getpid()})
+    report = results(outcome)
+    assert report.pop("environ") == {}
+    assert report.pop("getenv") is None
+    assert report.pop("raw_environ") == "ok []"
+    assert_all_denied(report)
+    assert "s3cret" not in json.dumps(outcome.to_json())
+
+
+def test_no_secret_anywhere_in_the_child_memory(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Scan the child's own heap (every page near its live objects) for the supervisor's
+    database URL. The fork server was started with a clean environment, so it was never there.
+    The scan must find exactly one copy: the needle it built itself (proving that it works)."""
+    require(sandbox, "clean_env")
+    report = results(attack(sandbox, plugin, SCAN_MEMORY, config={"reversed": SECRET_URL[::-1]}))
+    assert report["scanned_pages"] > 100
+    assert report["hits"] == 1, report
+
+
+# The needle arrives reversed (so the config itself is no copy) and is rebuilt once in memory.
+SCAN_MEMORY = """
+def run_every_minute(meta):
+    import gc
+    needle = meta.config["reversed"].encode()[::-1]
+    r, w = os.pipe()
+    libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    def mapped(addr):  # write(2) of one byte says EFAULT instead of crashing on unmapped memory
+        if libc.write(w, addr, 1) == 1:
+            os.read(r, 1)
+            return True
+        return False
+    regions = {id(o) >> 20 for o in gc.get_objects()}
+    pages = sorted({(mb << 20) + (page << 12) for base in regions
+                    for mb in range(base - 8, base + 9) for page in range(256)})
+    hits = scanned = 0
+    tail = b""
+    for addr in pages:
+        if addr <= 0 or not mapped(addr):
+            tail = b""
+            continue
+        scanned += 1
+        data = ctypes.string_at(addr, 4096)
+        hits += (tail + data).count(needle) - tail.count(needle)
+        tail = data[-len(needle):]
+    return {"scanned_pages": scanned, "hits": hits}
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known gap (SECURITY.md, 'What the sandbox does not stop'): the fork server relays every "
+    "run's spec, so another config's settings linger in the heap each later child inherits",
+)
+def test_other_configs_secrets_not_in_a_later_child(sandbox: Sandbox, plugin: Plugin) -> None:
+    other = f"api-key-of-another-config-{uuid.uuid4().hex}"
+    honest = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute", limits=LIMITS,
+                                    config={"api_key": other}))
+    assert honest.outcome == "ok"
+    report = results(attack(sandbox, plugin, SCAN_MEMORY, config={"reversed": other[::-1]}))
+    assert report["hits"] == 1, report
+
+
+def test_no_inherited_file_descriptors(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Only the run's own channel to the fork server is open: not the supervisor's files, not
+    its control socket, not stdin/stdout/stderr."""
+    require(sandbox, "session")
+    report = results(attack(sandbox, plugin, """
+        import stat
+        def run_every_minute(meta):
+            open_fds = {}
+            for fd in range(0, 1024):
+                try:
+                    st = os.fstat(fd)
+                except OSError:
+                    continue
+                open_fds[str(fd)] = "socket" if stat.S_ISSOCK(st.st_mode) else oct(st.st_mode)
+            return {"fds": open_fds, "proc_fd": attempt(lambda: os.listdir("/proc/self/fd"))}
+    """))
+    assert len(report["fds"]) == 1, report["fds"]
+    assert list(report["fds"].values()) == ["socket"]
+    assert report["proc_fd"].startswith("denied")
+
+
+def test_cannot_kill_the_fork_server_or_the_supervisor(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "seccomp")
+    fork_server = sandbox.fork_server_pid
+    report = results(attack(sandbox, plugin, """
+        import signal
+        def run_every_minute(meta):
+            ppid, test_pid = os.getppid(), meta.config["test_pid"]
+            return {
+                "kill_parent": attempt(lambda: os.kill(ppid, signal.SIGKILL)),
+                "kill_test_process": attempt(lambda: os.kill(test_pid, signal.SIGKILL)),
+                "killpg_parent": attempt(lambda: os.killpg(os.getpgid(ppid), signal.SIGKILL)),
+                "kill_everyone": attempt(lambda: os.kill(-1, signal.SIGKILL)),
+                "tgkill_parent": attempt(lambda: sys_call(libc.syscall, 234, ppid, ppid, 9)),
+                "pidfd_open_parent": attempt(lambda: os.pidfd_open(ppid)),
+                "sigqueue_parent": attempt(lambda: sys_call(libc.sigqueue, ppid, 9, 0)),
+                "stop_parent": attempt(lambda: os.kill(ppid, signal.SIGSTOP)),
+            }
+    """, config={"test_pid": os.getpid()}))
+    assert_all_denied(report)
+    assert_fork_server_healthy(sandbox, plugin, fork_server)
+
+
+def test_runs_get_an_unprivileged_uid(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "uid_drop", "no_new_privs")
+    report = results(attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            return {
+                "uid": os.getresuid(), "gid": os.getresgid(), "groups": os.getgroups(),
+                "setuid_root": attempt(lambda: os.setuid(0)),
+                "setresuid_root": attempt(lambda: os.setresuid(0, 0, 0)),
+                "setgid_root": attempt(lambda: os.setgid(0)),
+                "no_new_privs": sys_call(libc.prctl, 39, 0, 0, 0, 0),
+            }
+    """))
+    uid = report.pop("uid")
+    assert uid[0] == uid[1] == uid[2] and uid[0] != 0 and uid[0] != os.getuid()
+    assert 0 not in report.pop("gid")
+    assert report.pop("groups") == []
+    assert report.pop("no_new_privs") == 1
+    assert_all_denied(report)
+
+
+# -- layer 3: limits and the watchdog ---------------------------------------------------------
+
+
+FORK_TREE = """
+import signal
+def run_every_minute(meta):
+    r, w = os.pipe()
+    report = {}
+    child = os.fork()
+    if child == 0:
+        # child: try to leave the session, then double fork a grandchild that hides
+        try:
+            os.setsid()
+            os.write(w, b"setsid=ok\\n")
+        except OSError:
+            os.write(w, b"setsid=denied\\n")
+        try:
+            os.setpgid(0, 0)
+            os.write(w, b"setpgid=ok\\n")
+        except OSError:
+            os.write(w, b"setpgid=denied\\n")
+        if os.fork() == 0:
+            if os.fork() == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                libc.prctl(1, 0, 0, 0, 0)  # drop PDEATHSIG
+                os.write(w, f"grandchild={os.getpid()}\\n".encode())
+                time.sleep(60)
+            os._exit(0)  # the middle process exits: the grandchild is orphaned
+        os.write(w, f"child={os.getpid()}\\n".encode())
+        time.sleep(60)
+        os._exit(0)
+    os.close(w)
+    seen = b""
+    deadline = time.monotonic() + 5
+    while seen.count(b"\\n") < 4 and time.monotonic() < deadline:
+        seen += os.read(r, 1024)
+    for line in seen.decode().split():
+        key, _, value = line.partition("=")
+        report[key] = value
+    meta.logger.info("pids " + report.get("child", "") + " " + report.get("grandchild", ""))
+    if meta.config.get("hang"):
+        time.sleep(60)
+    return report
+"""
+
+
+def test_fork_double_fork_and_setsid_leave_nothing_behind(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "watchdog")
+    fork_server = sandbox.fork_server_pid
+    report = results(attack(sandbox, plugin, FORK_TREE))
+    pids = [int(report["child"]), int(report["grandchild"])]
+    if sandbox.layers.get("seccomp"):
+        assert report["setsid"] == "denied" and report["setpgid"] == "denied"
+    assert wait_gone(pids) == [], "a process of the run outlived it"
+    assert_fork_server_healthy(sandbox, plugin, fork_server)
+
+
+def test_timeout_kills_the_whole_tree(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "watchdog")
+    started = time.monotonic()
+    outcome = attack(sandbox, plugin, FORK_TREE, config={"hang": True},
+                     limits=Limits(timeout_s=1.5, cpu_s=5.0, memory_mb=256))
+    assert outcome.outcome == "timeout", outcome
+    assert time.monotonic() - started < 5
+    # The run logged its descendants' pids before it hung.
+    line = next(log.message for log in outcome.logs if log.message.startswith("pids "))
+    pids = [int(p) for p in line.split()[1:]]
+    assert len(pids) == 2
+    assert wait_gone(pids) == [], "a process of the timed-out run outlived it"
+
+
+def test_memory_bomb_ends_in_memory_limit(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "rlimits")
+    small = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=128)
+    one_block = attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            return len(bytearray(1 << 30))
+    """, limits=small)
+    assert one_block.outcome == "memory_limit", one_block
+    growing = attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            hoard = []
+            while True:
+                hoard.append(bytearray(1 << 20))
+    """, limits=small)
+    assert growing.outcome == "memory_limit", growing
+    native = attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            return {"malloc": libc.malloc(ctypes.c_size_t(1 << 30)) or 0}
+    """, limits=small)
+    assert results(native) == {"malloc": 0}  # malloc fails: the address space is capped
+
+
+def test_cpu_loop_ends_in_cpu_limit(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "rlimits")
+    one_second = Limits(timeout_s=15.0, cpu_s=1.0, memory_mb=256)
+    loop = attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            while True:
+                pass
+    """, limits=one_second)
+    assert loop.outcome == "cpu_limit", loop
+    assert loop.duration_ms < 5000
+    # Ignoring SIGXCPU does not help: the hard limit one second later is a SIGKILL.
+    stubborn = attack(sandbox, plugin, """
+        import signal
+        def run_every_minute(meta):
+            signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+            raised = attempt(lambda: __import__("resource").setrlimit(0, (100, 100)))
+            while True:
+                pass
+    """, limits=one_second)
+    assert stubborn.outcome == "cpu_limit", stubborn
+    assert stubborn.duration_ms < 6000
+
+
+def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "rlimits", "uid_drop")  # RLIMIT_NPROC does not bind root
+    report = results(attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            pids, error = [], None
+            for _ in range(500):
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    error = errno.errorcode.get(exc.errno)
+                    break
+                if pid == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                pids.append(pid)
+            return {"forked": len(pids), "error": error, "pids": pids}
+    """))
+    assert report["error"] == "EAGAIN"
+    assert report["forked"] < NPROC_PER_RUN
+    assert wait_gone(report["pids"]) == []
+
+
+def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "rlimits")
+    report = results(attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            held = []
+            try:
+                while len(held) < 10_000:
+                    held.extend(socket.socketpair())
+            except OSError as exc:
+                return {"opened": len(held), "error": errno.errorcode.get(exc.errno)}
+            return {"opened": len(held), "error": None}
+    """))
+    assert report["error"] == "EMFILE"
+    assert report["opened"] <= NOFILE_PER_RUN
+
+
+def test_state_does_not_survive_a_run(sandbox: Sandbox, plugin: Plugin) -> None:
+    """A monkey-patch, a module global, an environment variable: gone in the next child."""
+    report = results(attack(sandbox, plugin, """
+        import builtins, math
+        def run_every_minute(meta):
+            math.sqrt = lambda x: "patched"
+            builtins.LEFT_BEHIND = "a builtin"
+            sys.modules["sandbox.meta"].MAX_LOG_LINES = 10 ** 9
+            os.environ["LEFT_BEHIND"] = "1"
+            return {"sqrt": math.sqrt(4)}
+    """))
+    assert report == {"sqrt": "patched"}
+    after = results(attack(sandbox, plugin, """
+        import builtins, math
+        def run_every_minute(meta):
+            return {"sqrt": math.sqrt(4), "cap": sys.modules["sandbox.meta"].MAX_LOG_LINES,
+                    "env": dict(os.environ), "builtin": hasattr(builtins, "LEFT_BEHIND")}
+    """))
+    assert after == {"sqrt": 2.0, "cap": 1000, "env": {}, "builtin": False}
+
+
+def test_a_forged_frame_is_an_output_limit(sandbox: Sandbox, plugin: Plugin) -> None:
+    """The child speaks JSON frames to the fork server: a forged huge frame header ends the run
+    as output_limit and nothing else (the fork server never unpickles, never trusts a size)."""
+    fork_server = sandbox.fork_server_pid
+    outcome = attack(sandbox, plugin, """
+        import stat, struct
+        def run_every_minute(meta):
+            channel = [fd for fd in range(64) if attempt(lambda: os.fstat(fd)).startswith("ok")][0]
+            os.write(channel, struct.pack(">I", 2 ** 31) + b"{" * 1024)
+            time.sleep(5)
+    """)
+    assert outcome.outcome == "output_limit", outcome
+    assert_fork_server_healthy(sandbox, plugin, fork_server)
+
+
+# -- layer 4: kernel filters --------------------------------------------------------------------
+
+
+def test_no_file_is_written(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) -> None:
+    require(sandbox, "landlock")
+    host_target = tmp_path / "written-by-plugin"
+    tmp_name = f"/tmp/plugin-runtime-attack-{uuid.uuid4().hex}"
+    report = results(attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            host, tmp = meta.config["host"], meta.config["tmp"]
+            def write(path):
+                with open(path, "w") as fh:
+                    fh.write("x")
+            return {
+                "tmp": attempt(lambda: write(tmp)),
+                "host_path": attempt(lambda: write(host)),
+                "cwd": attempt(lambda: write("x")),
+                "root": attempt(lambda: write("/x")),
+                "mkdir": attempt(lambda: os.mkdir("d")),
+                "mkfifo": attempt(lambda: os.mkfifo("f")),
+                "symlink": attempt(lambda: os.symlink("/", "l")),
+                "unix_socket_file": attempt(lambda: socket.socket(socket.AF_UNIX).bind("s")),
+                "chmod_root": attempt(lambda: os.chmod("/", 0o777)),
+                "dotdot": attempt(lambda: write("../../../tmp/dotdot")),
+            }
+    """, config={"host": str(host_target), "tmp": tmp_name}))
+    assert_all_denied(report)
+    assert not host_target.exists() and not os.path.exists(tmp_name)
+    assert not os.path.exists("/tmp/dotdot")
+    for root in glob.glob("/tmp/plugin-runtime-root-*"):
+        assert os.listdir(root) == [], f"the empty root {root} got files"
+
+
+def test_no_host_file_is_read(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) -> None:
+    require(sandbox, "landlock")
+    readable = tmp_path / "readable.txt"
+    readable.write_text("host data")
+    readable.chmod(0o644)
+    report = results(attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            return {
+                "passwd": attempt(lambda: open("/etc/passwd").read()),
+                "host_file": attempt(lambda: open(meta.config["path"]).read()),
+                "list_root": attempt(lambda: os.listdir("/")),
+                "open_root_dir": attempt(lambda: os.open("/", os.O_RDONLY | os.O_DIRECTORY)),
+                "proc": attempt(lambda: os.listdir("/proc")),
+                "dev_mem": attempt(lambda: open("/dev/mem", "rb").read(1)),
+                "python_stdlib": attempt(lambda: open(os.__file__).read(10)),
+                "import_from_disk": attempt(lambda: __import__("xml.dom.minidom")),
+            }
+    """, config={"path": str(readable)}))
+    assert_all_denied(report)
+
+
+def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "seccomp", "netns")
+    abstract = f"\0plugin-runtime-test-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(abstract)
+    listener.listen(1)
+    try:
+        report = results(attack(sandbox, plugin, """
+            def run_every_minute(meta):
+                def connect(family, address, kind=socket.SOCK_STREAM):
+                    s = socket.socket(family, kind)
+                    s.settimeout(2)
+                    s.connect(address)
+                return {
+                    "inet": attempt(lambda: socket.socket(socket.AF_INET)),
+                    "inet6": attempt(lambda: socket.socket(socket.AF_INET6)),
+                    "udp": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)),
+                    "raw": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)),
+                    "netlink": attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)),
+                    "packet": attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW)),
+                    "postgres_tcp": attempt(lambda: connect(socket.AF_INET, ("127.0.0.1", 5432))),
+                    "postgres_unix": attempt(lambda: connect(socket.AF_UNIX, "/var/run/postgresql/.s.PGSQL.5432")),
+                    "postgres_unix_tmp": attempt(lambda: connect(socket.AF_UNIX, "/tmp/.s.PGSQL.5432")),
+                    "host_abstract_socket": attempt(lambda: connect(socket.AF_UNIX, meta.config["abstract"])),
+                    "raw_syscall_inet": attempt(lambda: sys_call(libc.socket, 2, 1, 0)),
+                }
+        """, config={"abstract": abstract}))
+    finally:
+        listener.close()
+    assert_all_denied(report)
+
+
+def test_kernel_escapes_are_refused(sandbox: Sandbox, plugin: Plugin) -> None:
+    require(sandbox, "seccomp", "chroot", "uid_drop")
+    machine = os.uname().machine
+    numbers = {"x86_64": {"bpf": 321, "open_by_handle_at": 304, "clone": 56},
+               "aarch64": {"bpf": 280, "open_by_handle_at": 265, "clone": 220}}.get(machine)
+    if numbers is None:
+        pytest.skip(f"syscall numbers not tabulated for {machine}")  # pragma: no cover
+    report = results(attack(sandbox, plugin, """
+        def run_every_minute(meta):
+            n = meta.config["numbers"]
+            ppid = os.getppid()
+            libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+            # struct file_handle {u32 handle_bytes; int handle_type; u8 f_handle[8]} ("shocker")
+            handle = ctypes.create_string_buffer(b"\\x08\\0\\0\\0\\x01\\0\\0\\0" + bytes(8))
+            def clone_newuser():
+                pid = libc.syscall(n["clone"], 0x10000000 | 17, 0, 0, 0, 0)
+                if pid == 0:
+                    os._exit(0)
+                if pid == -1:
+                    raise OSError(ctypes.get_errno(), "clone")
+                return pid
+            return {
+                "ptrace_attach_parent": attempt(lambda: sys_call(libc.ptrace, 16, ppid, 0, 0)),
+                "ptrace_traceme": attempt(lambda: sys_call(libc.ptrace, 0, 0, 0, 0)),
+                "process_vm_readv": attempt(lambda: sys_call(libc.process_vm_readv, ppid, 0, 0, 0, 0, 0)),
+                "unshare_user": attempt(lambda: sys_call(libc.unshare, 0x10000000)),
+                "unshare_mount": attempt(lambda: sys_call(libc.unshare, 0x00020000)),
+                "unshare_net": attempt(lambda: sys_call(libc.unshare, 0x40000000)),
+                "clone_newuser": attempt(clone_newuser),
+                "setns": attempt(lambda: sys_call(libc.setns, 0, 0)),
+                "mount_tmpfs": attempt(lambda: sys_call(libc.mount, b"none", b"/", b"tmpfs", 0, None)),
+                "chroot_escape": attempt(lambda: sys_call(libc.chroot, b".")),
+                "bpf": attempt(lambda: sys_call(libc.syscall, n["bpf"], 0, 0, 0)),
+                "io_uring_setup": attempt(lambda: sys_call(libc.syscall, 425, 8, ctypes.create_string_buffer(120))),
+                "open_by_handle_at": attempt(lambda: sys_call(libc.syscall, n["open_by_handle_at"], -100, handle, 0)),
+                "raise_cpu_limit": attempt(lambda: __import__("resource").setrlimit(0, (10 ** 6, 10 ** 6))),
+                "raise_parent_limit": attempt(lambda: __import__("resource").prlimit(ppid, 7, (1, 1))),
+                "keyctl": attempt(lambda: sys_call(libc.syscall, 250 if meta.config["x86"] else 219, 0, 0)),
+                "personality": attempt(lambda: sys_call(libc.personality, 0x0040000)),
+            }
+    """, config={"numbers": numbers, "x86": machine == "x86_64"}))
+    assert_all_denied(report)
+
+
+def test_fetch_cannot_reach_internal_services(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The only door out is meta.fetch, performed by the supervisor: a host must be in the
+    plugin's allowed_hosts and must not resolve to a loopback/private address."""
+    directory = tmp_path / "fetcher"
+    directory.mkdir()
+    (directory / "plugin.json").write_text(json.dumps({
+        "name": "fetcher", "version": "1.0.0", "main": "main.py",
+        "allowed_hosts": ["localhost", "127.0.0.1", "169.254.169.254"],
+    }))
+    (directory / "main.py").write_text(textwrap.dedent("""
+        def run_every_minute(meta):
+            out = {}
+            for url in ["http://localhost:5432/", "http://127.0.0.1:5432/",
+                        "http://169.254.169.254/latest/meta-data/", "http://example.org/",
+                        "file:///etc/passwd"]:
+                try:
+                    out[url] = "ok " + str(meta.fetch(url, timeout_s=2).status)
+                except Exception as exc:
+                    out[url] = "denied " + str(exc)
+            return out
+    """))
+    outcome = sandbox.run(RunRequest(plugin=load_plugin(directory), task="run_every_minute",
+                                     limits=LIMITS))
+    report = results(outcome)
+    assert_all_denied(report)
+    assert "allowed_hosts" in report["http://example.org/"]
+    assert "private or local" in report["http://127.0.0.1:5432/"]
