@@ -90,6 +90,7 @@ class Supervisor:
         self._finished: deque[Finished] = deque()
         self._finished_lock = threading.Lock()
         self._urgent = False
+        self._reported_down = False
         self._plugins: dict[int, tuple[datetime, Plugin]] = {}
         self._queue: Queue | None = None
         self.listener = Listener(url, self.wake)
@@ -173,6 +174,7 @@ class Supervisor:
         if not self.db_ok.is_set():
             log.info("connected to the database; node %s registered", self.settings.node_id)
         self.db_ok.set()
+        self._reported_down = False
         metrics.DB_UP.set(1)
         return self._queue
 
@@ -180,7 +182,8 @@ class Supervisor:
         self.stats.db_errors += 1
         metrics.DB_ERRORS.inc()
         metrics.DB_UP.set(0)
-        if self.db_ok.is_set():
+        if self.db_ok.is_set() or not self._reported_down:
+            self._reported_down = True
             log.error("database unavailable: %s; runs in flight go on, retrying with backoff",
                       str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         self.db_ok.clear()
@@ -242,6 +245,10 @@ class Supervisor:
             "lag_p50_s": lags[len(lags) // 2] if lags else None,
             "lag_p99_s": lags[int(len(lags) * 0.99)] if lags else None,
             "by_outcome": self.stats.by_outcome,
+            "statements": self._queue.statements if self._queue is not None else 0,
+            "missed": self.stats.missed,
+            "coalesced": self.stats.coalesced,
+            "layers_missing": [k for k, v in self.sandbox.layers.items() if not v],
         }
 
     def _tick(self, q: Queue) -> None:

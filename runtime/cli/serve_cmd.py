@@ -35,6 +35,8 @@ CAPABILITIES = ("scheduledTasks",)
 @click.option("--tick-interval", type=float, default=10.0, show_default=True,
               help="Seconds between claims of due tasks (each claim takes a batch; runs are "
                    "claimed this far ahead and start at their due time).")
+@click.option("--dead-after", type=float, default=20.0, show_default=True,
+              help="Real seconds without a heartbeat after which a node's runs are released.")
 @click.option("--hourly-window-h", type=float, default=48.0, show_default=True,
               help="Catch-up window of hourly tasks.")
 @click.option("--daily-window-d", type=float, default=7.0, show_default=True)
@@ -46,7 +48,7 @@ CAPABILITIES = ("scheduledTasks",)
 def serve_command(
     database_url: str | None, concurrency: int, node_id: str | None, http_addr: str | None,
     capabilities: str, quarantine_after: int, timeout_cap_s: float, cpu_cap_s: float,
-    memory_cap_mb: int, tick_interval: float, hourly_window_h: float, daily_window_d: float,
+    memory_cap_mb: int, tick_interval: float, dead_after: float, hourly_window_h: float, daily_window_d: float,
     log_format: str | None, testing: bool, time_scale: float, start_time: str | None,
 ) -> None:
     """Run a supervisor node: schedule and run plugin tasks until SIGTERM."""
@@ -72,7 +74,7 @@ def serve_command(
         concurrency=concurrency, capabilities=tuple(caps), quarantine_after=quarantine_after,
         caps=Limits(timeout_s=timeout_cap_s, cpu_s=cpu_cap_s, memory_mb=memory_cap_mb),
         tick_interval_s=tick_interval, lookahead_s=tick_interval + 1.0,
-        flush_interval_s=tick_interval, policy=policy,
+        flush_interval_s=tick_interval, policy=policy, dead_after_s=dead_after,
     )
     if node_id:
         settings.node_id = node_id
