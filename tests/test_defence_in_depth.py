@@ -212,15 +212,16 @@ def run_every_minute(meta):
     pages = sorted({(mb << 20) + (page << 12) for base in regions
                     for mb in range(base - 8, base + 9) for page in range(256)})
     hits = scanned = 0
-    tail = b""
+    tail, previous = b"", None
     for addr in pages:
         if addr <= 0 or not mapped(addr):
-            tail = b""
             continue
+        if previous != addr - 4096:
+            tail = b""  # not contiguous with the last page read
         scanned += 1
         data = ctypes.string_at(addr, 4096)
         hits += (tail + data).count(needle) - tail.count(needle)
-        tail = data[-len(needle):]
+        tail, previous = data[-len(needle):], addr
     return {"scanned_pages": scanned, "hits": hits}
 """
 

@@ -497,6 +497,36 @@ ATTACKS: dict[str, tuple[str, str]] = {
 }
 
 
+# Every way to bind a name: none may bind one of the guard names the transformed code calls.
+GUARD_BINDINGS: dict[str, str] = {
+    "positional-only-argument": "def run_every_minute(_getattr_=None, /, meta=None):\n    return 1\n",
+    "keyword-only-argument": "def run_every_minute(meta, *, _getitem_=None):\n    return 1\n",
+    "star-args": "def run_every_minute(meta, *_getiter_):\n    return 1\n",
+    "lambda-argument": "f = lambda _write_: _write_\n",
+    "for-target": "for _getattr_ in [lambda o, n: o]:\n    pass\n",
+    "with-target": "def f(cm):\n    with cm as _getattr_:\n        pass\n",
+    "except-target": "try:\n    pass\nexcept Exception as _getattr_:\n    pass\n",
+    "walrus": "if (_print_ := None) is None:\n    pass\n",
+    "comprehension": "x = [_getattr_ for _getattr_ in [1]]\n",
+    "global-statement": "def f():\n    global _getattr_\n    _getattr_ = None\n",
+    "augmented": "_inplacevar_ += 1\n",
+    "delete": "del _getattr_\n",
+    "tuple-unpack": "a, _getattr_ = 1, 2\n",
+    "match-capture": "def f(x):\n    match x:\n        case _getattr_:\n            pass\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUARD_BINDINGS))
+def test_binding_a_guard_name_is_refused(sandbox: Sandbox, tmp_path: Path, name: str) -> None:
+    source = GUARD_BINDINGS[name] + "\ndef run_every_minute(meta):\n    return 'guard shadowed'\n"
+    if "def run_every_minute(" in GUARD_BINDINGS[name]:
+        source = GUARD_BINDINGS[name]
+    outcome = run_plugin(sandbox, tmp_path / name, source)
+    assert outcome.outcome == "bad_plugin", (name, outcome.outcome, outcome.result, outcome.error)
+    assert outcome.result is None
+    assert outcome.error is not None and "line" in outcome.error.message.lower()
+
+
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_escape_is_refused(sandbox: Sandbox, tmp_path: Path, name: str) -> None:
     source, expected = ATTACKS[name]
