@@ -39,3 +39,4 @@ def setup_logging(fmt: str | None = None, level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # the embedded server's chatter

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -158,6 +159,8 @@ class Sandbox:
                 "attempt": request.run.attempt,
                 "backfilled": request.run.backfilled,
                 "run_id": request.run.run_id,
+                "deadline": (datetime.now(UTC) + timedelta(seconds=float(
+                    request.limits.timeout_s or DEFAULT_LIMITS.timeout_s or 30))).isoformat(),
             },
         }
         if request.unrestricted_source is not None:

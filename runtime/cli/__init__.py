@@ -12,6 +12,9 @@ COMMAND_MODULES = [
     "runtime.cli.run_cmd",
     "runtime.cli.db_cmds",
     "runtime.cli.serve_cmd",
+    "runtime.cli.ops_cmds",
+    "runtime.cli.demo_cmd",
+    "runtime.cli.chaos_cmd",
 ]
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from sandbox.manifest import load_plugin
 @dataclass
 class Node:
     node_id: str
-    args: list[str]
+    make_args: Callable[[], list[str]]  # built at each start: the clock reads "now" then
     log_path: Path
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
@@ -42,7 +42,7 @@ class Node:
 
     def start(self) -> Node:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(self.args, stdout=log, stderr=log, env=self.env,
+        self.process = subprocess.Popen(self.make_args(), stdout=log, stderr=log, env=self.env,
                                         start_new_session=True)
         log.close()
         return self
@@ -97,6 +97,10 @@ class Node:
 
 @dataclass
 class Fleet:
+    """`start_time` is what the scheduler clock reads when it is set (or when the fleet is made);
+    from then on the fleet's clock runs `time_scale` times faster than real time, and every node
+    started or restarted later starts its clock at the fleet's current scheduler time."""
+
     database_url: str
     workdir: Path
     time_scale: float = 1.0
@@ -108,8 +112,24 @@ class Fleet:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._origin_real = time.monotonic()
         with connect(self.database_url) as conn:
             migrate(conn)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "start_time":
+            super().__setattr__("_origin_real", time.monotonic())
+
+    def scheduler_now(self) -> datetime | None:
+        """The fleet's scheduler time now (None: the wall clock)."""
+        if self.start_time is None:
+            if self.time_scale == 1.0:
+                return None
+            self.start_time = datetime.now(UTC)
+        assert self.start_time is not None
+        elapsed = (time.monotonic() - self._origin_real) * self.time_scale
+        return self.start_time + timedelta(seconds=elapsed)
 
     # -- data ---------------------------------------------------------------------------------
     def conn(self) -> Any:
@@ -138,16 +158,15 @@ class Fleet:
         args = [sys.executable, "-m", "runtime", "serve", "--database-url", self.database_url,
                 "--node-id", node_id, "--concurrency", str(self.concurrency),
                 "--tick-interval", str(self.tick_interval), "--log-format", "json"]
-        if self.time_scale != 1.0 or self.start_time is not None:
-            args += ["--testing", "--time-scale", str(self.time_scale)]
-            if self.start_time is not None:
-                args += ["--start-time", str(iso(self.start_time))]
+        now = self.scheduler_now()
+        if now is not None:
+            args += ["--testing", "--time-scale", str(self.time_scale), "--start-time", str(iso(now))]
         return args + list(self.extra_args)
 
     def add_node(self, node_id: str | None = None) -> Node:
         node_id = node_id or f"node-{len(self.nodes) + 1}"
         env = {k: v for k, v in os.environ.items() if k != "PLUGIN_RUNTIME_DATABASE_URL"}
-        node = Node(node_id, self.node_args(node_id), self.workdir / f"{node_id}.log", env)
+        node = Node(node_id, lambda: self.node_args(node_id), self.workdir / f"{node_id}.log", env)
         self.nodes.append(node)
         return node.start()
 
