@@ -1,0 +1,59 @@
+"""Retention: delete old runs and log lines in small batches.
+
+Each batch is one short autocommit statement (at most `batch` rows, rows locked by someone else
+are skipped), so pruning never holds long locks and nodes keep claiming and recording meanwhile.
+Runs still in flight are never deleted. `prune` is what `plugin-runtime prune` runs; a supervisor
+can call it periodically too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from runtime.queries import query
+
+DEFAULT_RUNS_DAYS = 30.0
+DEFAULT_LOGS_DAYS = 7.0
+DEFAULT_BATCH = 5000
+
+
+def _prune(conn: psycopg.Connection[Any], name: str, days: float, batch: int,
+           pause_s: float, max_batches: int | None) -> tuple[int, int]:
+    total = batches = 0
+    while max_batches is None or batches < max_batches:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(query(name), {"days": days, "batch": batch})
+            deleted = max(cur.rowcount, 0)
+        total += deleted
+        batches += 1
+        if deleted < batch:
+            break
+        if pause_s:
+            time.sleep(pause_s)  # let the nodes' statements through between batches
+    return total, batches
+
+
+def prune(conn: psycopg.Connection[Any], runs_days: float | None = DEFAULT_RUNS_DAYS,
+          logs_days: float | None = DEFAULT_LOGS_DAYS, batch: int = DEFAULT_BATCH, *,
+          pause_s: float = 0.0, max_batches: int | None = None) -> dict[str, Any]:
+    """Delete runs finished more than `runs_days` ago and log lines older than `logs_days`
+    (None: keep them), `batch` rows per statement, until none is left (or `max_batches` per
+    table). Returns {"runs": n, "logs": n, "statements": n, "seconds": s}."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    for label, days in (("runs_days", runs_days), ("logs_days", logs_days)):
+        if days is not None and days < 0:
+            raise ValueError(f"{label} must be >= 0")
+    started = time.monotonic()
+    runs = logs = statements = 0
+    if runs_days is not None:
+        runs, n = _prune(conn, "prune_runs", runs_days, batch, pause_s, max_batches)
+        statements += n
+    if logs_days is not None:
+        logs, n = _prune(conn, "prune_logs", logs_days, batch, pause_s, max_batches)
+        statements += n
+    return {"runs": runs, "logs": logs, "statements": statements,
+            "seconds": round(time.monotonic() - started, 3)}

@@ -1,0 +1,215 @@
+-- Read-only statements behind `plugin-runtime status`, `doctor` and /api/status (runtime/status.py).
+-- Windows ("last 10 minutes") are measured against the database's now(). Run times (slot,
+-- started_at, finished_at) are in the nodes' scheduler clock, normally the wall clock; a start
+-- lag is started_at - (slot + offset), so it never mixes the two clocks.
+
+-- name: status_database
+-- The database itself: is it busy? Connections to the server and its limit; of this database:
+-- active statements, sessions waiting on a lock, the longest running statement.
+SELECT now() AS now,
+       current_setting('server_version') AS server_version,
+       current_setting('max_connections')::int AS max_connections,
+       (SELECT count(*) FROM pg_stat_activity) AS connections,
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND state = 'active'
+           AND pid <> pg_backend_pid()) AS active,
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock') AS lock_waits,
+       (SELECT COALESCE(max(EXTRACT(EPOCH FROM now() - query_start)), 0)
+          FROM pg_stat_activity
+         WHERE datname = current_database() AND state = 'active'
+           AND pid <> pg_backend_pid() AND backend_type = 'client backend') AS longest_query_s;
+
+-- name: status_queue
+-- Runs waiting or in flight: claimed (held by a node, or running: the database does not tell
+-- them apart; the nodes' stats do) and queued (manual triggers no node has taken yet).
+SELECT count(*) FILTER (WHERE state = 'claimed') AS claimed,
+       count(*) FILTER (WHERE state = 'queued') AS queued,
+       min(due_at) AS oldest_due_at,
+       (SELECT id FROM plugin_runtime.runs o
+         WHERE o.state IN ('queued', 'claimed') ORDER BY o.due_at, o.id LIMIT 1) AS oldest_run_id
+  FROM plugin_runtime.runs
+ WHERE state IN ('queued', 'claimed');
+
+-- name: status_cadences
+-- Per cadence: how many runnable tasks, start lag (p50/p99, on-time first attempts of the last
+-- %(window_s)s seconds), runs per minute, tasks overdue with nothing in flight (the oldest
+-- unstarted slot), and slots recorded missed in the last day.
+WITH cadences(cadence) AS (
+    VALUES ('minute'), ('hour'), ('day'), ('cron')
+),
+recent AS (
+    SELECT t.cadence,
+           EXTRACT(EPOCH FROM r.started_at - (r.slot + make_interval(secs => t.offset_s))) AS lag_s,
+           r.backfilled, r.attempt, r.manual, r.outcome
+      FROM plugin_runtime.runs r
+      JOIN plugin_runtime.tasks t ON t.id = r.task_id
+     WHERE r.finished_at >= now() - make_interval(secs => %(window_s)s)
+       AND r.state = 'done'
+       AND r.outcome NOT IN ('missed', 'released', 'cancelled')
+),
+lag AS (
+    SELECT cadence,
+           count(*) AS runs,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_s)
+               FILTER (WHERE NOT backfilled AND attempt = 1 AND NOT manual AND lag_s IS NOT NULL) AS lag_p50_s,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_s)
+               FILTER (WHERE NOT backfilled AND attempt = 1 AND NOT manual AND lag_s IS NOT NULL) AS lag_p99_s,
+           count(*) FILTER (WHERE outcome <> 'ok' AND outcome <> 'duplicate' AND outcome <> 'lost') AS failed
+      FROM recent
+     GROUP BY cadence
+),
+tasks AS (
+    SELECT t.cadence,
+           count(*) AS tasks,
+           count(*) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < now()) AS overdue,
+           min(t.next_due_at) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < now()) AS oldest_overdue_due_at,
+           min(t.next_slot) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < now()) AS oldest_unstarted_slot
+      FROM plugin_runtime.tasks t
+      JOIN plugin_runtime.plugin_configs c ON c.id = t.config_id
+     WHERE c.enabled AND c.quarantined_at IS NULL
+     GROUP BY t.cadence
+),
+missed AS (
+    SELECT t.cadence, count(*) AS missed_24h
+      FROM plugin_runtime.runs r
+      JOIN plugin_runtime.tasks t ON t.id = r.task_id
+     WHERE r.outcome = 'missed' AND r.finished_at >= now() - interval '24 hours'
+     GROUP BY t.cadence
+)
+SELECT c.cadence,
+       COALESCE(tasks.tasks, 0) AS tasks,
+       COALESCE(lag.runs, 0) AS runs,
+       COALESCE(lag.failed, 0) AS failed,
+       COALESCE(lag.runs, 0) / (%(window_s)s / 60.0) AS runs_per_min,
+       lag.lag_p50_s, lag.lag_p99_s,
+       COALESCE(tasks.overdue, 0) AS overdue,
+       tasks.oldest_overdue_due_at,
+       tasks.oldest_unstarted_slot,
+       EXTRACT(EPOCH FROM now() - tasks.oldest_overdue_due_at) AS overdue_s,
+       COALESCE(missed.missed_24h, 0) AS missed_24h
+  FROM cadences c
+  LEFT JOIN lag ON lag.cadence = c.cadence
+  LEFT JOIN tasks ON tasks.cadence = c.cadence
+  LEFT JOIN missed ON missed.cadence = c.cadence
+ WHERE tasks.tasks IS NOT NULL OR lag.runs IS NOT NULL OR missed.missed_24h IS NOT NULL
+ ORDER BY array_position(ARRAY['minute', 'hour', 'day', 'cron'], c.cadence);
+
+-- name: status_nodes
+-- Every node with its heartbeat age (database clock), what it holds, and its recent throughput.
+-- Nodes stopped more than a day ago are left out.
+SELECT n.id, n.hostname, n.pid, n.capabilities, n.layers, n.concurrency, n.started_at,
+       n.heartbeat_at, n.stopped_at, n.stats,
+       EXTRACT(EPOCH FROM now() - n.heartbeat_at) AS heartbeat_age_s,
+       (SELECT count(*) FROM plugin_runtime.runs r
+         WHERE r.node = n.id AND r.state = 'claimed') AS claimed,
+       (SELECT count(*) FROM plugin_runtime.runs r
+         WHERE r.node = n.id AND r.finished_at >= now() - make_interval(secs => %(window_s)s)
+           AND r.state = 'done' AND r.started_at IS NOT NULL) AS finished_recent
+  FROM plugin_runtime.nodes n
+ WHERE n.stopped_at IS NULL OR n.stopped_at >= now() - interval '24 hours'
+ ORDER BY n.stopped_at IS NOT NULL, n.id;
+
+-- name: status_worst_configs
+-- Plugin configs over the last %(window_s)s seconds: the top %(top)s by failures, by timeouts and
+-- by p95 duration (a config can be in several lists; it appears once).
+WITH per_config AS (
+    SELECT r.config_id,
+           count(*) AS runs,
+           count(*) FILTER (WHERE r.outcome NOT IN ('ok', 'duplicate', 'lost')) AS failures,
+           count(*) FILTER (WHERE r.outcome = 'timeout') AS timeouts,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration_ms) AS p95_ms,
+           (array_agg(r.outcome ORDER BY r.id DESC))[1] AS last_outcome
+      FROM plugin_runtime.runs r
+     WHERE r.finished_at >= now() - make_interval(secs => %(window_s)s)
+       AND r.state = 'done'
+       AND r.outcome NOT IN ('missed', 'released', 'cancelled')
+     GROUP BY r.config_id
+),
+ranked AS (
+    SELECT pc.*,
+           rank() OVER (ORDER BY failures DESC) AS by_failures,
+           rank() OVER (ORDER BY timeouts DESC) AS by_timeouts,
+           rank() OVER (ORDER BY p95_ms DESC NULLS LAST) AS by_p95
+      FROM per_config pc
+)
+SELECT r.config_id, p.name AS plugin, c.enabled, c.quarantined_at, c.consecutive_failures,
+       r.runs, r.failures, r.timeouts, r.p95_ms, r.last_outcome,
+       ARRAY(SELECT t.name FROM plugin_runtime.tasks t
+              WHERE t.config_id = r.config_id ORDER BY t.name) AS tasks
+  FROM ranked r
+  LEFT JOIN plugin_runtime.plugin_configs c ON c.id = r.config_id
+  LEFT JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
+ WHERE (r.by_failures <= %(top)s AND r.failures > 0)
+    OR (r.by_timeouts <= %(top)s AND r.timeouts > 0)
+    OR r.by_p95 <= %(top)s
+ ORDER BY r.failures DESC, r.timeouts DESC, r.p95_ms DESC NULLS LAST
+ LIMIT 3 * %(top)s;
+
+-- name: status_attention_configs
+-- Configs an operator should look at: quarantined ones (with the reason), and enabled ones
+-- failing %(failing_after)s or more runs in a row.
+SELECT c.id AS config_id, p.name AS plugin, c.enabled, c.quarantined_at, c.quarantine_reason,
+       c.consecutive_failures,
+       (SELECT r.outcome FROM plugin_runtime.runs r
+         WHERE r.config_id = c.id AND r.state = 'done'
+           AND r.outcome NOT IN ('missed', 'released', 'cancelled')
+         ORDER BY r.id DESC LIMIT 1) AS last_outcome,
+       ARRAY(SELECT t.name FROM plugin_runtime.tasks t
+              WHERE t.config_id = c.id ORDER BY t.name) AS tasks
+  FROM plugin_runtime.plugin_configs c
+  JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
+ WHERE c.quarantined_at IS NOT NULL
+    OR (c.enabled AND c.consecutive_failures >= %(failing_after)s)
+ ORDER BY c.quarantined_at IS NULL, c.consecutive_failures DESC, c.id
+ LIMIT 100;
+
+-- name: quarantined_count
+SELECT count(*) AS n FROM plugin_runtime.plugin_configs WHERE quarantined_at IS NOT NULL;
+
+-- name: config_exists
+SELECT id FROM plugin_runtime.plugin_configs WHERE id = %(id)s;
+
+-- name: logs_tail
+-- The last %(limit)s log lines of a config (optionally of one run), newest first.
+SELECT l.id, l.run_id, l.ts, l.level, l.message, r.task
+  FROM plugin_runtime.logs l
+  LEFT JOIN plugin_runtime.runs r ON r.id = l.run_id
+ WHERE l.config_id = %(config_id)s
+   AND (%(run_id)s::bigint IS NULL OR l.run_id = %(run_id)s::bigint)
+ ORDER BY l.id DESC
+ LIMIT %(limit)s;
+
+-- name: logs_after
+-- Log lines of a config (optionally of one run) after line %(after_id)s, oldest first (--follow).
+SELECT l.id, l.run_id, l.ts, l.level, l.message, r.task
+  FROM plugin_runtime.logs l
+  LEFT JOIN plugin_runtime.runs r ON r.id = l.run_id
+ WHERE l.config_id = %(config_id)s
+   AND (%(run_id)s::bigint IS NULL OR l.run_id = %(run_id)s::bigint)
+   AND l.id > %(after_id)s
+ ORDER BY l.id
+ LIMIT %(limit)s;
+
+-- name: run_of_config
+SELECT id, config_id FROM plugin_runtime.runs WHERE id = %(run_id)s;
+
+-- name: prune_runs
+-- One batch of retention: done runs finished before the cutoff (never one still in flight, and
+-- never the run a task names as active). Short: at most %(batch)s rows per statement.
+DELETE FROM plugin_runtime.runs
+ WHERE id IN (SELECT r.id FROM plugin_runtime.runs r
+               WHERE r.finished_at < now() - %(days)s * interval '1 day'
+                 AND r.state = 'done'
+                 AND NOT EXISTS (SELECT 1 FROM plugin_runtime.tasks t WHERE t.active_run_id = r.id)
+               LIMIT %(batch)s
+                 FOR UPDATE SKIP LOCKED);
+
+-- name: prune_logs
+-- One batch of log retention: lines older than the cutoff, at most %(batch)s per statement.
+DELETE FROM plugin_runtime.logs
+ WHERE id IN (SELECT l.id FROM plugin_runtime.logs l
+               WHERE l.ts < now() - %(days)s * interval '1 day'
+               ORDER BY l.id
+               LIMIT %(batch)s
+                 FOR UPDATE SKIP LOCKED);
