@@ -46,15 +46,19 @@ def run_child(
     sock: socket.socket,
     code: types.CodeType | None,
     spec: dict[str, Any],
+    source: str,
     import_guard: policy.ImportGuard,
 ) -> None:
-    """Never returns: exits the process with status 0 once the result is sent."""
+    """Never returns: exits the process with status 0 once the result is sent.
+
+    The run's data (config, storage, meta.run, and for tests an unrestricted source) is read
+    here, from the supervisor, after the jail is entered: the fork server never held it."""
     channel = Channel(sock)
     filename = spec["filename"]
-    source = spec.get("source", "")
     _RESERVE.append(bytearray(256 * 1024))
     try:
-        frame = _execute(channel, code, spec, import_guard)
+        start = channel.receive("start")
+        frame = _execute(channel, code, spec, start, import_guard)
     except MemoryError:
         _RESERVE.clear()
         frame = {"t": "result", "status": "memory_limit", "message": "MemoryError: out of memory"}
@@ -76,14 +80,15 @@ def _execute(
     channel: Channel,
     code: types.CodeType | None,
     spec: dict[str, Any],
+    start: dict[str, Any],
     import_guard: policy.ImportGuard,
 ) -> dict[str, Any]:
-    meta = Meta(channel, spec.get("config", {}), spec.get("storage", {}), spec.get("run", {}))
+    meta = Meta(channel, start.get("config", {}), start.get("storage", {}), start.get("run", {}))
     task = spec["task"]
-    if spec.get("unrestricted_source") is not None:
+    if spec.get("unrestricted"):
         # Test-only: plain Python with real builtins, to prove layers 2-4 hold on their own.
         glb: dict[str, Any] = {"__name__": "unrestricted", "__builtins__": __builtins__}
-        exec(compile(spec["unrestricted_source"], spec["filename"], "exec"), glb)
+        exec(compile(start["unrestricted_source"], spec["filename"], "exec"), glb)
     else:
         assert code is not None
         glb = policy.make_globals(import_guard, PrintSink(channel), name=spec["plugin_name"])

@@ -1,9 +1,13 @@
 """The warm fork server: one small single-threaded process that forks a fresh jailed child per run,
-relays its frames, enforces the wall-time watchdog, reaps it and reports one outcome.
+enforces the wall-time watchdog, kills what a run leaves behind, reaps it and reports how it
+ended.
 
-It is started by `sandbox.client.Sandbox` with a clean environment and a single socket to the
-supervisor. It compiles each plugin once (cached by content hash) and imports every allowed
-module up front, so a child only forks, jails itself and executes.
+It never sees a run's data. For each run the supervisor passes it (over SCM_RIGHTS) one end of a
+socket pair whose other end the supervisor keeps; the child speaks to the supervisor directly on
+it, after the jail is entered. So config values, storage, cache and fetch replies of one config
+never sit in the memory that the next child is forked from (DESIGN §4: no state, secret or
+monkey-patch survives from one run to the next). What it holds is the runtime, the compiled
+plugin code (cached by content hash) and every allowed module, imported up front.
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ import socket
 import sys
 import time
 import types
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox import policy, protocol
 from sandbox.child import run_child
 from sandbox.jail import JailPlan, become_fork_server
-
-GRACE_S = 0.2  # after the child exits, how long to wait for its last frames
 
 
 @dataclass
@@ -33,19 +36,9 @@ class ActiveRun:
     run_id: int
     pid: int
     pidfd: int
-    sock: socket.socket
     started: float
     deadline: float
-    cpu_s: float
-    reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
-    logs: list[dict[str, str]] = field(default_factory=list)
-    fetch_calls: list[dict[str, Any]] = field(default_factory=list)
-    result: dict[str, Any] | None = None
     killed_for: str | None = None
-    exit_status: int | None = None
-    rusage: Any = None
-    exited_at: float | None = None
-    sock_closed: bool = False
 
 
 class ForkServer:
@@ -54,6 +47,7 @@ class ForkServer:
         self.plan = plan
         self.allow_unrestricted = allow_unrestricted
         self.reader = protocol.FrameReader(max_frame=64 * 1024 * 1024)
+        self.fds: deque[int] = deque()  # run sockets received, in order, one per "run" frame
         self.selector = selectors.DefaultSelector()
         self.runs: dict[int, ActiveRun] = {}
         self.by_pid: dict[int, ActiveRun] = {}
@@ -64,60 +58,41 @@ class ForkServer:
         self.run_seq = 0
         self._last_sweep = 0.0
 
-    # -- control channel -------------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
-        self.control.setblocking(True)
         protocol.send(self.control, message)
 
     def serve(self) -> None:
-        self.selector.register(self.control, selectors.EVENT_READ, ("control", None))
-        self.send({"t": "hello", "layers": self.plan.layers, "reasons": self.plan.reasons, "pid": os.getpid()})
+        self.selector.register(self.control, selectors.EVENT_READ, None)
+        self.send({"t": "hello", "layers": self.plan.layers, "reasons": self.plan.reasons,
+                   "pid": os.getpid()})
         while True:
-            timeout = self._next_timeout()
-            for key, _ in self.selector.select(timeout):
-                kind, run = key.data
-                if kind == "control":
-                    data = self.control.recv(1 << 20)
+            for key, _ in self.selector.select(self._next_timeout()):
+                if key.data is None:
+                    data, fds, _, _ = socket.recv_fds(self.control, 1 << 20, 64)
                     if not data:
                         self._shutdown()
                         return
+                    self.fds.extend(fds)
                     for message in self.reader.feed(data):
                         self._on_control(message)
-                elif kind == "child":
-                    self._on_child_data(run)
-                elif kind == "exit":
-                    self._on_exit(run)
+                else:
+                    self._on_exit(key.data)
             self._check_deadlines()
 
     def _next_timeout(self) -> float | None:
-        now = time.monotonic()
-        deadlines = []
-        for run in self.runs.values():
-            if run.exited_at is not None:
-                deadlines.append(run.exited_at + GRACE_S)
-            elif run.killed_for is None:
-                deadlines.append(run.deadline)
-        if not deadlines:
+        pending = [run.deadline for run in self.runs.values() if run.killed_for is None]
+        if not pending:
             return 1.0 if self.runs else None
-        return max(0.0, min(deadlines) - now)
+        return max(0.0, min(pending) - time.monotonic())
 
     def _on_control(self, message: dict[str, Any]) -> None:
         t = message.get("t")
         if t == "run":
-            self._start(message)
-        elif t == "reply":
+            self._start(message["id"], message["spec"], self.fds.popleft())
+        elif t == "kill":
             run = self.runs.get(message["id"])
-            if run is not None and not run.sock_closed:
-                try:
-                    run.sock.setblocking(True)
-                    protocol.send(run.sock, {"t": "reply", "call": message["call"],
-                                             "value": message.get("value"), "error": message.get("error")})
-                except OSError:
-                    pass
-        elif t == "plugin":
-            self.sources[message["key"]] = message["source"]
-        elif t == "ping":
-            self.send({"t": "pong"})
+            if run is not None:
+                self._kill(run, str(message.get("reason", "killed")))
 
     def _compiled(self, key: str, source: str, filename: str) -> types.CodeType | str:
         if key not in self.codes:
@@ -127,137 +102,80 @@ class ForkServer:
                 self.codes[key] = str(exc)
         return self.codes[key]
 
-    # -- one run ---------------------------------------------------------------------------
-    def _start(self, message: dict[str, Any]) -> None:
-        run_id = message["id"]
-        spec = message["spec"]
+    def _start(self, run_id: int, spec: dict[str, Any], channel_fd: int) -> None:
         key = spec["plugin_key"]
         if "source" in spec:
             self.sources[key] = spec["source"]
         source = self.sources.get(key, "")
-        unrestricted = spec.get("unrestricted_source")
-        if unrestricted is not None and not self.allow_unrestricted:
-            self._report(run_id, {"outcome": "bad_plugin", "error": {
-                "type": "SecurityError", "message": "unrestricted runs are disabled", "traceback": []}})
-            return
         code: types.CodeType | None = None
-        if unrestricted is None:
+        if spec.get("unrestricted"):
+            if not self.allow_unrestricted:
+                os.close(channel_fd)
+                self.send({"t": "exit", "id": run_id, "refused": "unrestricted runs are disabled"})
+                return
+        else:
             compiled = self._compiled(key, source, spec["filename"])
             if isinstance(compiled, str):
-                self._report(run_id, {"outcome": "bad_plugin", "duration_ms": 0.0, "error": {
-                    "type": "PluginCodeError", "message": compiled, "traceback": []}})
+                os.close(channel_fd)
+                self.send({"t": "exit", "id": run_id, "bad_plugin": compiled})
                 return
             code = compiled
-        spec["source"] = source
         limits = spec["limits"]
-        parent_sock, child_sock = socket.socketpair()
         self.run_seq += 1
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             gc.disable()
             try:
-                parent_sock.close()
-                self.plan.enter(
-                    child_sock.fileno(),
-                    timeout_s=limits["timeout_s"],
-                    cpu_s=limits["cpu_s"],
-                    memory_mb=limits["memory_mb"],
-                    run_seq=self.run_seq,
-                )
-                run_child(child_sock, code, spec, self.import_guard)
+                self.plan.enter(channel_fd, timeout_s=limits["timeout_s"], cpu_s=limits["cpu_s"],
+                                memory_mb=limits["memory_mb"], run_seq=self.run_seq)
+                run_child(socket.socket(fileno=channel_fd), code, spec, source, self.import_guard)
             except BaseException as exc:
                 try:
-                    protocol.send(child_sock, {"t": "result", "status": "crashed",
-                                               "message": f"jail setup failed: {exc!r}"})
+                    protocol.send(socket.socket(fileno=channel_fd),
+                                  {"t": "result", "status": "crashed", "message": f"jail setup failed: {exc!r}"})
                 finally:
                     os._exit(70)
             os._exit(0)
-        child_sock.close()
-        parent_sock.setblocking(False)
+        os.close(channel_fd)
         pidfd = os.pidfd_open(pid)
-        run = ActiveRun(
-            run_id=run_id,
-            pid=pid,
-            pidfd=pidfd,
-            sock=parent_sock,
-            started=started,
-            deadline=started + limits["timeout_s"],
-            cpu_s=limits["cpu_s"],
-        )
+        run = ActiveRun(run_id=run_id, pid=pid, pidfd=pidfd, started=started,
+                        deadline=started + limits["timeout_s"])
         self.runs[run_id] = run
         self.by_pid[pid] = run
-        self.selector.register(parent_sock, selectors.EVENT_READ, ("child", run))
-        self.selector.register(pidfd, selectors.EVENT_READ, ("exit", run))
-
-    def _on_child_data(self, run: ActiveRun) -> None:
-        try:
-            data = run.sock.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_sock(run)
-            self._maybe_finish(run)
-            return
-        try:
-            frames = run.reader.feed(data)
-        except (protocol.FrameTooLarge, ValueError):
-            self._kill(run, "output_limit")
-            self._close_sock(run)
-            return
-        for frame in frames:
-            t = frame.get("t")
-            if t == "log" and run.result is None:
-                run.logs.append({"level": str(frame.get("level", "info")), "message": str(frame.get("message", ""))})
-            elif t == "call":
-                op = frame.get("op")
-                if op == "fetch":
-                    run.fetch_calls.append(dict(frame.get("args") or {}))
-                self.send({"t": "call", "id": run.run_id, "call": frame.get("call"), "op": op,
-                           "args": frame.get("args") or {}})
-            elif t == "result" and run.result is None:
-                run.result = frame
-
-    def _close_sock(self, run: ActiveRun) -> None:
-        if not run.sock_closed:
-            run.sock_closed = True
-            self.selector.unregister(run.sock)
-            run.sock.close()
+        self.selector.register(pidfd, selectors.EVENT_READ, run)
 
     def _on_exit(self, run: ActiveRun) -> None:
         try:
             _, status, rusage = os.wait4(run.pid, 0)
         except ChildProcessError:
             status, rusage = 0, None
-        run.exit_status = status
-        run.rusage = rusage
-        run.exited_at = time.monotonic()
+        ended = time.monotonic()
         self.selector.unregister(run.pidfd)
         os.close(run.pidfd)
-        # Kill whatever the run left behind in its process group, then drain the socket.
-        self._killpg(run.pid)
-        self._maybe_finish(run)
-
-    def _maybe_finish(self, run: ActiveRun, force: bool = False) -> None:
-        if run.exited_at is None:
-            return
-        if not run.sock_closed and not force:
-            return
-        self._close_sock(run)
-        self._finish(run)
+        self._killpg(run.pid)  # whatever the run left behind in its process group
+        del self.runs[run.run_id]
+        self.by_pid.pop(run.pid, None)
+        self._reap_orphans()
+        self.send({
+            "t": "exit",
+            "id": run.run_id,
+            "status": status,
+            "killed_for": run.killed_for,
+            "duration_ms": round((ended - run.started) * 1000.0, 3),
+            "cpu_ms": round((rusage.ru_utime + rusage.ru_stime) * 1000.0, 3) if rusage else 0.0,
+            "max_rss_kb": int(rusage.ru_maxrss) if rusage else 0,
+            "timeout_s": run.deadline - run.started,
+        })
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.killed_for is None and now >= run.deadline:
+                self._kill(run, "timeout")
         if now - self._last_sweep > 1.0:
             self._last_sweep = now
             self._reap_orphans()
-        for run in list(self.runs.values()):
-            if run.exited_at is None and run.killed_for is None and now >= run.deadline:
-                self._kill(run, "timeout")
-            elif run.exited_at is not None and now >= run.exited_at + GRACE_S:
-                self._maybe_finish(run, force=True)
 
     def _killpg(self, pgid: int) -> None:
         try:
@@ -286,67 +204,9 @@ class ForkServer:
             except (ProcessLookupError, ChildProcessError):
                 pass
 
-    def _finish(self, run: ActiveRun) -> None:
-        del self.runs[run.run_id]
-        self.by_pid.pop(run.pid, None)
-        self._reap_orphans()
-        duration_ms = ((run.exited_at or time.monotonic()) - run.started) * 1000.0
-        cpu_ms = 0.0
-        max_rss_kb = 0
-        if run.rusage is not None:
-            cpu_ms = (run.rusage.ru_utime + run.rusage.ru_stime) * 1000.0
-            max_rss_kb = int(run.rusage.ru_maxrss)
-        status = run.exit_status or 0
-        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        res = run.result
-        outcome: dict[str, Any] = {
-            "duration_ms": round(duration_ms, 3),
-            "cpu_ms": round(cpu_ms, 3),
-            "max_rss_kb": max_rss_kb,
-            "logs": run.logs,
-            "fetch_calls": run.fetch_calls,
-            "signal": sig,
-            "error": None,
-        }
-        if run.killed_for == "timeout":
-            outcome["outcome"] = "timeout"
-            outcome["error"] = _err("Timeout", f"wall time above {run.deadline - run.started:g} s; killed")
-        elif run.killed_for == "output_limit":
-            outcome["outcome"] = "output_limit"
-            outcome["error"] = _err("OutputLimit", "a frame from the child exceeded the size cap; killed")
-        elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_ms >= run.cpu_s * 1000.0 * 0.95):
-            outcome["outcome"] = "cpu_limit"
-            outcome["error"] = _err("CpuLimit", f"CPU time above {run.cpu_s:g} s; killed")
-        elif res is not None and res.get("status") in ("ok", "error", "memory_limit", "output_limit", "bad_plugin", "crashed"):
-            kind = res["status"]
-            outcome["outcome"] = kind
-            if kind == "ok":
-                outcome["result"] = res.get("result")
-                outcome["storage_writes"] = res.get("writes") or {}
-                outcome["storage_deletes"] = res.get("deletes") or []
-            elif kind == "error":
-                outcome["error"] = res.get("error")
-            else:
-                names = {"memory_limit": "MemoryLimit", "output_limit": "OutputLimit",
-                         "bad_plugin": "BadPlugin", "crashed": "Crashed"}
-                outcome["error"] = _err(names[kind], str(res.get("message", "")))
-        else:
-            outcome["outcome"] = "crashed"
-            how = f"killed by signal {signal.Signals(sig).name}" if sig else f"exited with status {os.WEXITSTATUS(status)} without a result"
-            outcome["error"] = _err("Crashed", how)
-        self._report(run.run_id, outcome)
-
-    def _report(self, run_id: int, outcome: dict[str, Any]) -> None:
-        outcome.setdefault("layers", self.plan.layers)
-        self.send({"t": "done", "id": run_id, "outcome": outcome})
-
     def _shutdown(self) -> None:
         for run in list(self.runs.values()):
             self._kill(run, "timeout")
-
-
-def _err(kind: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "message": message, "traceback": []}
 
 
 def _children_of(pid: int) -> list[int]:

@@ -54,6 +54,13 @@ class Channel:
             os._exit(0)
         self.send({"t": "log", "level": level, "message": message})
 
+    def receive(self, kind: str) -> dict[str, Any]:
+        """Block until a frame of type `kind` arrives (the run's start frame)."""
+        while True:
+            for frame in protocol.recv(self.sock, self.reader):
+                if frame.get("t") == kind:
+                    return frame
+
     def call(self, op: str, **args: Any) -> Any:
         self._call_seq += 1
         self.send({"t": "call", "call": self._call_seq, "op": op, "args": args})

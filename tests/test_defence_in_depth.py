@@ -226,12 +226,6 @@ def run_every_minute(meta):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known gap (SECURITY.md, 'What the sandbox does not stop'): the fork server relays every "
-    "run's spec, so another config's settings linger in the heap each later child inherits",
-)
 def test_other_configs_secrets_not_in_a_later_child(sandbox: Sandbox, plugin: Plugin) -> None:
     other = f"api-key-of-another-config-{uuid.uuid4().hex}"
     honest = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute", limits=LIMITS,
