@@ -1,0 +1,2 @@
+def run_every_minute(meta):
+    pass

@@ -1,0 +1,98 @@
+"""`python -m bench throughput`: trivial runs per second end to end through the real supervisor
+(enqueue -> claim -> fresh jailed child -> outcome recorded in PostgreSQL), against the bare
+fork rate measured in the same process, in the same run.
+
+Many minute configs of the no-op plugin and a scheduler clock running `--time-scale` times faster
+than the wall clock keep runs due continuously (more than the node can start: minute tasks
+coalesce, so the node runs flat out). Runs are counted in PostgreSQL (state 'done') per real
+second, after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+from bench.common import (
+    PLUGINS_DIR,
+    BenchDatabase,
+    BenchError,
+    fork_rate,
+    install_minute_configs,
+    result,
+)
+from bench.node import InProcessNode, minute_start
+from runtime.clock import Clock
+from runtime.supervisor import Settings
+
+
+@dataclass
+class ThroughputFigures:
+    fork_per_s: float
+    runs_per_s: float
+    runs: int
+    seconds: float
+    configs: int
+    scale: float
+    concurrency: int
+
+    @property
+    def ratio(self) -> float:
+        return self.runs_per_s / self.fork_per_s
+
+
+def measure_engine(configs: int, scale: float, concurrency: int, warmup_s: float, window_s: float,
+                   label: str = "throughput") -> tuple[float, int, float]:
+    """(runs per second, runs, seconds) of one in-process supervisor at full load."""
+    with BenchDatabase(label).create(log_statements=False) as db:
+        install_minute_configs(db, PLUGINS_DIR / "noop", configs)
+        clock = Clock(minute_start(1.0, scale), scale)
+        settings = Settings(node_id="bench-throughput", concurrency=concurrency)
+        node = InProcessNode(db, settings, clock).start()
+        try:
+            deadline = time.monotonic() + 60
+            while db.scalar("done_runs") == 0:
+                if time.monotonic() > deadline:
+                    raise BenchError("no run was recorded within 60 s")
+                time.sleep(0.2)
+            time.sleep(warmup_s)
+            before, t0 = db.scalar("done_runs"), time.monotonic()
+            time.sleep(window_s)
+            after, t1 = db.scalar("done_runs"), time.monotonic()
+        finally:
+            node.stop()
+        outcomes = node.supervisor.stats.by_outcome
+        if set(outcomes) - {"ok"}:
+            raise BenchError(f"not every trivial run succeeded: {outcomes}")
+    runs = int(after - before)
+    return runs / (t1 - t0), runs, t1 - t0
+
+
+def measure(configs: int, scale: float, concurrency: int, warmup_s: float, window_s: float,
+            fork_seconds: float) -> ThroughputFigures:
+    forks_before = fork_rate(fork_seconds)
+    per_s, runs, seconds = measure_engine(configs, scale, concurrency, warmup_s, window_s)
+    forks_after = fork_rate(fork_seconds)
+    return ThroughputFigures((forks_before + forks_after) / 2, per_s, runs, seconds, configs, scale,
+                             concurrency)
+
+
+def main(argv: list[str], quick: bool) -> ThroughputFigures:
+    parser = argparse.ArgumentParser(prog="python -m bench throughput")
+    parser.add_argument("--configs", type=int, default=2000)
+    parser.add_argument("--time-scale", type=float, default=60.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0 if quick else 40.0,
+                        help="measured window, after the warm-up")
+    args = parser.parse_args(argv)
+    if args.configs < 1 or args.time_scale <= 0 or args.concurrency < 1 or args.seconds <= 0:
+        parser.error("--configs, --time-scale, --concurrency and --seconds must be positive")
+    f = measure(args.configs, args.time_scale, args.concurrency, 3.0 if quick else 10.0, args.seconds,
+                1.0 if quick else 3.0)
+    print(f"workload: {f.configs} minute configs of a no-op plugin, scheduler clock x{f.scale:g}, "
+          f"concurrency {f.concurrency}, one in-process supervisor")
+    print(f"bare fork+_exit+waitpid: {f.fork_per_s:.0f}/s")
+    print(f"end to end: {f.runs} runs recorded in {f.seconds:.1f} s = {f.runs_per_s:.0f}/s")
+    result("throughput_vs_fork", f.ratio)
+    return f
