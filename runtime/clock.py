@@ -10,11 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 
 class Clock:
-    def __init__(self, start: datetime | None = None, scale: float = 1.0) -> None:
+    def __init__(self, start: datetime | None = None, scale: float = 1.0,
+                 origin_unix: float | None = None) -> None:
+        """`origin_unix`: the wall-clock time (Unix seconds) at which the clock read `start`, so
+        that several processes started at different moments share one scheduler clock."""
         if scale <= 0:
             raise ValueError("time scale must be > 0")
         self.scale = float(scale)
-        self._origin_real = time.monotonic()
+        lag = time.time() - origin_unix if origin_unix is not None else 0.0
+        self._origin_real = time.monotonic() - lag
         self._origin = (start or datetime.now(UTC)).astimezone(UTC)
         self._wall = start is None and scale == 1.0
         self._lock = threading.Lock()

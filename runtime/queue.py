@@ -110,8 +110,11 @@ class Queue:
                                           "now": now})
 
     # -- fleet ----------------------------------------------------------------------------------
-    def runs_of_dead_nodes(self, dead_after_s: float) -> list[dict[str, Any]]:
-        return self.execute("runs_of_dead_nodes", {"dead_after_s": dead_after_s})
+    def runs_of_dead_nodes(self, dead_after_s: float, own_too: bool = False) -> list[dict[str, Any]]:
+        """Runs of dead nodes; with `own_too`, also runs left claimed under this node's id by an
+        earlier process (a restart with the same --node-id)."""
+        return self.execute("runs_of_dead_nodes", {
+            "dead_after_s": dead_after_s, "own_node": self.node_id if own_too else None})
 
     def mark_dead_nodes(self, dead_after_s: float) -> None:
         self.execute("mark_dead_nodes", {"dead_after_s": dead_after_s})

@@ -58,6 +58,9 @@ class Settings:
     reconcile_interval_s: float = 60.0
     claim_limit: int = 5000
     quarantine_after: int = 0  # consecutive failures before quarantine; 0: never
+    runs_retention_days: float | None = 30.0  # None: keep forever
+    logs_retention_days: float | None = 7.0
+    prune_interval_s: float = 3600.0  # real seconds between retention passes
     drain_timeout_s: float = 60.0
     caps: Limits = DEFAULT_LIMITS
     policy: SchedulePolicy = field(default_factory=SchedulePolicy)
@@ -91,6 +94,7 @@ class Supervisor:
         self._finished_lock = threading.Lock()
         self._urgent = False
         self._reported_down = False
+        self._avg_run_s = 0.05  # moving average of run wall time, for the claim size
         self._plugins: dict[int, tuple[datetime, Plugin]] = {}
         self._queue: Queue | None = None
         self.listener = Listener(url, self.wake)
@@ -120,6 +124,8 @@ class Supervisor:
         sweep_every = max(self._real(self.settings.sweep_interval_s), 1.0)
         reconcile_every = self._real(self.settings.reconcile_interval_s)
         backoff = 0.5
+        swept_once = False
+        next_prune = time.monotonic() + 60.0
         while not self.stopping.is_set():
             try:
                 q = self._ensure_connected()
@@ -137,8 +143,12 @@ class Supervisor:
                     self._tick(q)
                     next_tick = time.monotonic() + tick_every
                     self.ready.set()
+                if now >= next_prune:
+                    self._prune(q)
+                    next_prune = now + self.settings.prune_interval_s
                 if now >= next_sweep:
-                    self._sweep(q)
+                    self._sweep(q, own_too=not swept_once)
+                    swept_once = True
                     next_sweep = now + sweep_every
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable) as exc:
                 self._lost_database(exc)
@@ -231,9 +241,12 @@ class Supervisor:
 
     # -- tick -----------------------------------------------------------------------------------
     def _capacity(self) -> int:
-        # Claim no more than the node can start soon: a busy node leaves due work to the others.
-        free = self.settings.concurrency * 4 + self.settings.claim_limit - self.dispatcher.busy()
-        return max(0, min(self.settings.claim_limit, free))
+        """How many runs to claim this tick: what this node can start within the lookahead at its
+        recent speed (so a node busy with slow or hanging runs leaves due work to the others)."""
+        lookahead_real = self._real(self.settings.lookahead_s)
+        per_slot = lookahead_real / max(self._avg_run_s, 0.005)
+        fits = int(self.settings.concurrency * per_slot) - self.dispatcher.busy()
+        return max(0, min(self.settings.claim_limit, max(fits, self.settings.concurrency - self.dispatcher.busy())))
 
     def _node_stats(self) -> dict[str, Any]:
         lags = sorted(self.stats.lags)
@@ -348,6 +361,7 @@ class Supervisor:
         outcome = finished.outcome.outcome
         self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1
         run = finished.run
+        self._avg_run_s = 0.9 * self._avg_run_s + 0.1 * (finished.outcome.duration_ms / 1000.0)
         metrics.RUNS.labels(run.cadence, outcome).inc()
         metrics.RUN_DURATION.labels(run.cadence).observe(finished.outcome.duration_ms / 1000.0)
         if outcome in metrics.KILL_OUTCOMES:
@@ -430,12 +444,12 @@ class Supervisor:
                     raise
 
     # -- fleet ------------------------------------------------------------------------------------
-    def _sweep(self, q: Queue) -> None:
+    def _sweep(self, q: Queue, own_too: bool = False) -> None:
         """Runs claimed by nodes that stopped heartbeating: recorded as lost, their tasks freed
         (an hourly/daily slot is retried as a failed attempt)."""
         now = self.clock.now()
         with q.transaction():
-            rows = q.runs_of_dead_nodes(self.settings.dead_after_s)
+            rows = q.runs_of_dead_nodes(self.settings.dead_after_s, own_too)
             if not rows:
                 return
             runs = []
@@ -450,14 +464,27 @@ class Supervisor:
                     pointer = {"next_slot": decision.next_slot,
                                "next_due_at": now if decision.retry else decision.next_due_at,
                                "attempt": decision.attempt}
+                why = ("an earlier process of this node died" if row["node"] == self.settings.node_id
+                       else f"node {row['node']} stopped heartbeating")
                 runs.append({"run_id": row["run_id"], "node": row["node"], "outcome": "lost",
                              "started_at": None, "finished_at": now, "duration_ms": None,
-                             "error": {"type": "Lost", "message": f"node {row['node']} stopped heartbeating",
+                             "error": {"type": "Lost", "message": why,
                                        "traceback": []},
                              "result": None, "logs": [], **pointer})
             q.complete(runs, [], [], 0)
             q.mark_dead_nodes(self.settings.dead_after_s)
         log.warning("recovered %d run(s) of dead node(s)", len(rows))
+
+    def _prune(self, q: Queue) -> None:
+        """Retention: old runs and logs go, in small batches, a bounded number per pass, so that
+        scheduling is never held up for long."""
+        from runtime.retention import prune
+
+        done = prune(q.conn, self.settings.runs_retention_days, self.settings.logs_retention_days,
+                     max_batches=20)
+        q.statements += int(done.get("statements", 0))
+        if done.get("runs") or done.get("logs"):
+            log.info("retention: pruned %s run(s) and %s log line(s)", done.get("runs"), done.get("logs"))
 
     # -- reload -----------------------------------------------------------------------------------
     def _reconcile(self, q: Queue) -> None:

@@ -28,6 +28,10 @@ CAPABILITIES = ("scheduledTasks",)
                    "only heartbeats and runs manual triggers.")
 @click.option("--quarantine-after", type=click.IntRange(0), default=0, show_default=True,
               help="Quarantine a config after this many failed runs in a row (0: never).")
+@click.option("--runs-retention-days", type=float, default=30.0, show_default=True,
+              help="Delete finished runs older than this (0: keep forever).")
+@click.option("--logs-retention-days", type=float, default=7.0, show_default=True,
+              help="Delete run log lines older than this (0: keep forever).")
 @click.option("--timeout-cap-s", type=float, default=30.0, show_default=True,
               help="Operator cap on a run's wall time (a plugin may ask for less).")
 @click.option("--cpu-cap-s", type=float, default=30.0, show_default=True)
@@ -45,16 +49,23 @@ CAPABILITIES = ("scheduledTasks",)
 @click.option("--testing", is_flag=True, help="Allow test-only options (--time-scale, --start-time).")
 @click.option("--time-scale", type=float, default=1.0, help="[--testing] scheduler clock speed.")
 @click.option("--start-time", default=None, help="[--testing] scheduler clock start (ISO 8601).")
+@click.option("--clock-origin", type=float, default=None,
+              help="[--testing] Unix time at which the scheduler clock read --start-time.")
+@click.option("--jump-on-sigusr1", type=float, default=0.0,
+              help="[--testing] minutes the scheduler clock jumps forward on each SIGUSR1.")
 def serve_command(
     database_url: str | None, concurrency: int, node_id: str | None, http_addr: str | None,
-    capabilities: str, quarantine_after: int, timeout_cap_s: float, cpu_cap_s: float,
+    capabilities: str, quarantine_after: int, runs_retention_days: float,
+    logs_retention_days: float, timeout_cap_s: float, cpu_cap_s: float,
     memory_cap_mb: int, tick_interval: float, dead_after: float, hourly_window_h: float, daily_window_d: float,
     log_format: str | None, testing: bool, time_scale: float, start_time: str | None,
+    clock_origin: float | None, jump_on_sigusr1: float,
 ) -> None:
     """Run a supervisor node: schedule and run plugin tasks until SIGTERM."""
     setup_logging(log_format)
-    if (time_scale != 1.0 or start_time) and not testing:
-        fail("--time-scale and --start-time are for testing only: add --testing", EXIT_BAD_INPUT)
+    if (time_scale != 1.0 or start_time or clock_origin or jump_on_sigusr1) and not testing:
+        fail("--time-scale, --start-time, --clock-origin and --jump-on-sigusr1 are for testing "
+             "only: add --testing", EXIT_BAD_INPUT)
     if time_scale <= 0:
         fail("--time-scale must be > 0", EXIT_BAD_INPUT)
     caps = [c.strip() for c in capabilities.split(",") if c.strip()]
@@ -62,7 +73,7 @@ def serve_command(
     if unknown:
         fail(f"unknown capability '{unknown[0]}' (known: {', '.join(CAPABILITIES)})", EXIT_BAD_INPUT)
     try:
-        clock = Clock(parse_time(start_time) if start_time else None, time_scale)
+        clock = Clock(parse_time(start_time) if start_time else None, time_scale, clock_origin)
     except ValueError as exc:
         fail(f"--start-time: {exc}", EXIT_BAD_INPUT)
     try:
@@ -75,6 +86,7 @@ def serve_command(
         caps=Limits(timeout_s=timeout_cap_s, cpu_s=cpu_cap_s, memory_mb=memory_cap_mb),
         tick_interval_s=tick_interval, lookahead_s=tick_interval + 1.0,
         flush_interval_s=tick_interval, policy=policy, dead_after_s=dead_after,
+        runs_retention_days=runs_retention_days or None, logs_retention_days=logs_retention_days or None,
     )
     if node_id:
         settings.node_id = node_id
@@ -84,6 +96,12 @@ def serve_command(
         fail(str(exc), 3)
     supervisor = Supervisor(url, settings, clock)
     supervisor.install_signal_handlers()
+    if jump_on_sigusr1:
+        import signal
+        from datetime import timedelta
+
+        signal.signal(signal.SIGUSR1,
+                      lambda *_: clock.jump(timedelta(minutes=jump_on_sigusr1)))
     if http_addr:
         from runtime.http import serve_http
 

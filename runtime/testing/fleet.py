@@ -113,6 +113,7 @@ class Fleet:
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._origin_real = time.monotonic()
+        self._origin_unix = time.time()
         with connect(self.database_url) as conn:
             migrate(conn)
 
@@ -120,6 +121,15 @@ class Fleet:
         super().__setattr__(name, value)
         if name == "start_time":
             super().__setattr__("_origin_real", time.monotonic())
+            super().__setattr__("_origin_unix", time.time())
+
+    def jump_clock(self, delta: timedelta) -> None:
+        """Jump the scheduler clock of every node forward (nodes must have been started with
+        `--jump-on-sigusr1` of the same number of minutes); later (re)starts follow."""
+        assert self.start_time is not None
+        object.__setattr__(self, "start_time", self.start_time + delta)  # keep the origin
+        for node in self.nodes:
+            node.signal(signal.SIGUSR1)
 
     def scheduler_now(self) -> datetime | None:
         """The fleet's scheduler time now (None: the wall clock)."""
@@ -158,9 +168,13 @@ class Fleet:
         args = [sys.executable, "-m", "runtime", "serve", "--database-url", self.database_url,
                 "--node-id", node_id, "--concurrency", str(self.concurrency),
                 "--tick-interval", str(self.tick_interval), "--log-format", "json"]
-        now = self.scheduler_now()
-        if now is not None:
-            args += ["--testing", "--time-scale", str(self.time_scale), "--start-time", str(iso(now))]
+        if self.scheduler_now() is not None:
+            # One clock for the whole fleet: each node computes it from the same origin, however
+            # long it took to start.
+            assert self.start_time is not None
+            args += ["--testing", "--time-scale", str(self.time_scale),
+                     "--start-time", str(iso(self.start_time)),
+                     "--clock-origin", repr(self._origin_unix)]
         return args + list(self.extra_args)
 
     def add_node(self, node_id: str | None = None) -> Node:

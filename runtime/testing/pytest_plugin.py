@@ -96,7 +96,7 @@ class FakeHttp:
         returning {"status", "body", "headers"}."""
         if handler is None:
             text = _json_dumps(json) if json is not None else body
-            fixed = {"status": status, "body": text, "headers": dict(headers or {})}
+            fixed: dict[str, Any] = {"status": status, "body": text, "headers": dict(headers or {})}
             if json is not None:
                 fixed["headers"].setdefault("Content-Type", "application/json")
 

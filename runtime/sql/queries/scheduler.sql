@@ -228,8 +228,9 @@ ON CONFLICT (id) DO UPDATE
 UPDATE plugin_runtime.nodes SET stopped_at = now(), heartbeat_at = now() WHERE id = %(id)s;
 
 -- name: runs_of_dead_nodes
--- Runs still claimed by nodes whose heartbeat stopped: locked so that only one node recovers
--- each, returned with what the scheduler needs to decide their task's next step.
+-- Runs still claimed by nodes whose heartbeat stopped (or, at a node's start, by an earlier
+-- process with its node id): locked so that only one node recovers each, returned with what the
+-- scheduler needs to decide their task's next step.
 SELECT x.id AS run_id, x.node, x.task_id, x.slot, x.attempt, x.manual,
        t.cadence, t.cron, t.offset_s, t.next_slot, t.attempt AS task_attempt,
        (t.active_run_id = x.id) AS is_active
@@ -237,7 +238,8 @@ SELECT x.id AS run_id, x.node, x.task_id, x.slot, x.attempt, x.manual,
   JOIN plugin_runtime.nodes n ON n.id = x.node
   LEFT JOIN plugin_runtime.tasks t ON t.id = x.task_id
  WHERE x.state = 'claimed'
-   AND n.heartbeat_at < now() - make_interval(secs => %(dead_after_s)s)
+   AND (n.heartbeat_at < now() - make_interval(secs => %(dead_after_s)s)
+        OR x.node = %(own_node)s::text)
  ORDER BY x.id
  LIMIT 5000
    FOR UPDATE OF x SKIP LOCKED;

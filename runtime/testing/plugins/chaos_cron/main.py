@@ -1,0 +1,2 @@
+def half_hourly(meta):
+    return {"slot": meta.run.slot}

@@ -1,0 +1,2 @@
+def run_every_day(meta):
+    return {"slot": meta.run.slot}

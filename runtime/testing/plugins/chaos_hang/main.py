@@ -1,0 +1,3 @@
+def run_every_minute(meta):
+    while True:
+        pass
