@@ -162,7 +162,9 @@ def install_minute_configs(db: BenchDatabase, plugin_dir: Path, count: int) -> i
 
     with db.conn() as conn:
         store.install_plugin(conn, load_plugin(plugin_dir))
-        plugin_id = conn.execute(q("plugin_id"), {"name": load_plugin(plugin_dir).name}).fetchone()["id"]
+        row = conn.execute(q("plugin_id"), {"name": load_plugin(plugin_dir).name}).fetchone()
+        assert row is not None
+        plugin_id = int(row["id"])
         conn.execute(q("create_configs"), {"plugin_id": plugin_id, "count": count})
         store.sync_tasks(conn)
         conn.execute(q("keep_minute_tasks_only"))
@@ -223,11 +225,20 @@ class StatementLog:
         excluded: Counter[str] = Counter()
         kinds: Counter[str] = Counter()
         inside = False
+        pending_kind = False  # a counted statement whose text starts on the next line
         with open(self.path, encoding="utf-8", errors="replace") as fh:
             fh.seek(self._offset)
             for line in fh:
                 m = _LINE.match(line.rstrip("\n"))
-                if m is None or m.group("db") != self.db.name:
+                if m is None:
+                    if pending_kind and line.strip():
+                        kinds[line.split(None, 1)[0].upper()] += 1
+                        pending_kind = False
+                    continue
+                if pending_kind:
+                    kinds["?"] += 1
+                    pending_kind = False
+                if m.group("db") != self.db.name:
                     continue
                 text = m.group("sql")
                 if start_tag in text:
@@ -240,9 +251,12 @@ class StatementLog:
                 word = (text.split(None, 1) or [""])[0].upper().rstrip(";")
                 if word in EXCLUDED:
                     excluded[word] += 1
-                else:
-                    total += 1
+                    continue
+                total += 1
+                if word:
                     kinds[word] += 1
+                else:
+                    pending_kind = True
         if not inside:
             raise BenchError(f"the start marker is not in {self.path}: is log_statement honoured?")
         return StatementCount(total, excluded, kinds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 
 from bench.common import machine
@@ -18,6 +19,8 @@ BENCHMARKS = {
 
 
 def run_one(name: str, argv: list[str], quick: bool) -> object:
+    # The engine's own log lines (one per run, warnings for timeouts) are not measurements.
+    logging.getLogger("plugin_runtime").setLevel(logging.CRITICAL)
     info = machine()
     print(f"== {name}{' (quick)' if quick else ''} — {info['cores']} cores, {info['memory']}, "
           f"kernel {info['kernel']}, Python {info['python']}", flush=True)

@@ -18,6 +18,8 @@ from bench.common import (
     PLUGINS_DIR,
     BenchDatabase,
     BenchError,
+    StatementCount,
+    StatementLog,
     fork_rate,
     install_minute_configs,
     result,
@@ -42,13 +44,26 @@ class ThroughputFigures:
         return self.runs_per_s / self.fork_per_s
 
 
+@dataclass
+class EngineRun:
+    runs_per_s: float  # in the measured window
+    runs: int  # in the measured window
+    seconds: float
+    total_runs: int  # every run the node recorded, start to stop
+    statements: StatementCount | None  # every statement the node sent, start to stop
+
+
 def measure_engine(configs: int, scale: float, concurrency: int, warmup_s: float, window_s: float,
-                   label: str = "throughput") -> tuple[float, int, float]:
-    """(runs per second, runs, seconds) of one in-process supervisor at full load."""
-    with BenchDatabase(label).create(log_statements=False) as db:
+                   label: str = "throughput", count_statements: bool = False) -> EngineRun:
+    """One in-process supervisor at full load: runs per second once warmed up, and (optionally)
+    the statements it sent from start to stop, counted by the server."""
+    with BenchDatabase(label).create(log_statements=count_statements) as db:
         install_minute_configs(db, PLUGINS_DIR / "noop", configs)
+        log = StatementLog(db) if count_statements else None
+        if log is not None:
+            log.mark_start()
         clock = Clock(minute_start(1.0, scale), scale)
-        settings = Settings(node_id="bench-throughput", concurrency=concurrency)
+        settings = Settings(node_id=f"bench-{label}", concurrency=concurrency)
         node = InProcessNode(db, settings, clock).start()
         try:
             deadline = time.monotonic() + 60
@@ -62,20 +77,25 @@ def measure_engine(configs: int, scale: float, concurrency: int, warmup_s: float
             after, t1 = db.scalar("done_runs"), time.monotonic()
         finally:
             node.stop()
+        statements = None
+        if log is not None:
+            log.mark_end()
+            statements = log.count()
+        total = int(db.scalar("done_runs"))
         outcomes = node.supervisor.stats.by_outcome
         if set(outcomes) - {"ok"}:
             raise BenchError(f"not every trivial run succeeded: {outcomes}")
     runs = int(after - before)
-    return runs / (t1 - t0), runs, t1 - t0
+    return EngineRun(runs / (t1 - t0), runs, t1 - t0, total, statements)
 
 
 def measure(configs: int, scale: float, concurrency: int, warmup_s: float, window_s: float,
             fork_seconds: float) -> ThroughputFigures:
     forks_before = fork_rate(fork_seconds)
-    per_s, runs, seconds = measure_engine(configs, scale, concurrency, warmup_s, window_s)
+    run = measure_engine(configs, scale, concurrency, warmup_s, window_s)
     forks_after = fork_rate(fork_seconds)
-    return ThroughputFigures((forks_before + forks_after) / 2, per_s, runs, seconds, configs, scale,
-                             concurrency)
+    return ThroughputFigures((forks_before + forks_after) / 2, run.runs_per_s, run.runs, run.seconds,
+                             configs, scale, concurrency)
 
 
 def main(argv: list[str], quick: bool) -> ThroughputFigures:

@@ -40,3 +40,12 @@ SELECT r.slot, count(*) AS runs, count(*) FILTER (WHERE r.started_at < r.slot + 
 
 -- name: active_tasks
 SELECT count(*) AS n FROM plugin_runtime.tasks;
+
+-- name: graphile_add_jobs
+-- Graphile Worker's own bulk enqueue (graphile_worker.add_jobs, 0.16): `count` no-op jobs.
+SELECT count(*) AS n FROM graphile_worker.add_jobs(
+    array(SELECT ('noop', '{}'::json, NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec
+            FROM generate_series(1, %(count)s)));
+
+-- name: graphile_jobs_left
+SELECT count(*) AS n FROM graphile_worker.jobs;
