@@ -1,0 +1,39 @@
+"""`python -m bench` runs and ends with its one-line result; bad input gets a one-line error.
+Behaviour, not numbers: the figures themselves live in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_sandbox_bench_ends_with_its_ratio_line() -> None:
+    proc = bench("sandbox", "--quick", "--runs", "50")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert re.fullmatch(r"sandbox_vs_fork: \d+(\.\d+)?(e[+-]?\d+)?", lines[-1]), lines[-1]
+    assert any(line.startswith("sandbox.layers: ") for line in lines)
+    assert float(lines[-1].split(": ")[1]) > 0
+
+
+def test_unknown_benchmark_is_a_one_line_error() -> None:
+    proc = bench("nosuch")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: unknown benchmark 'nosuch' (known: sandbox, throughput, dbcost, isolation, scale, peers, all)")
+
+
+def test_bad_size_is_refused_without_a_traceback() -> None:
+    proc = bench("sandbox", "--runs", "0")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "--runs and --inflight must be at least 1" in proc.stderr
