@@ -39,7 +39,9 @@ class Dispatcher:
         self.caps = caps
         self.on_done = on_done
         self.on_start = on_start
+        # Held runs, by due time: hourly/daily/cron and manual ones, and minute ones apart.
         self._held: list[tuple[datetime, int, ClaimedRun]] = []
+        self._held_minute: list[tuple[datetime, int, ClaimedRun]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._slots = threading.Semaphore(concurrency)
@@ -54,12 +56,26 @@ class Dispatcher:
     def add(self, runs: list[ClaimedRun]) -> None:
         with self._cond:
             for run in runs:
-                heapq.heappush(self._held, (run.due_at, next(self._seq), run))
+                heap = self._held_minute if run.cadence == "minute" else self._held
+                heapq.heappush(heap, (run.due_at, next(self._seq), run))
             self._cond.notify()
+
+    def _next_due(self) -> datetime | None:
+        tops = [heap[0][0] for heap in (self._held, self._held_minute) if heap]
+        return min(tops) if tops else None
+
+    def _pop_next(self) -> ClaimedRun | None:
+        """The earliest due run, but a due hourly/daily/cron run goes before due minute runs:
+        when slots are scarce, minute runs may be late; the others must not be skipped."""
+        now = self.clock.now()
+        for heap in (self._held, self._held_minute):
+            if heap and heap[0][0] <= now:
+                return heapq.heappop(heap)[2]
+        return None
 
     def held_count(self) -> int:
         with self._cond:
-            return len(self._held)
+            return len(self._held) + len(self._held_minute)
 
     def running_count(self) -> int:
         with self._cond:
@@ -68,15 +84,22 @@ class Dispatcher:
     def busy(self) -> int:
         return self.held_count() + self.running_count()
 
+    def known_ids(self) -> set[int]:
+        """Runs this dispatcher holds or runs now."""
+        with self._cond:
+            held = self._held + self._held_minute
+            return {item[2].run_id for item in held} | set(self._running)
+
     def take_held(self, config_id: int | None = None) -> list[ClaimedRun]:
         """Remove held (not yet started) runs, of one config or all; the caller releases them."""
         with self._cond:
-            keep: list[tuple[datetime, int, ClaimedRun]] = []
             taken: list[tuple[datetime, int, ClaimedRun]] = []
-            for item in self._held:
-                (taken if config_id is None or item[2].config_id == config_id else keep).append(item)
-            heapq.heapify(keep)
-            self._held = keep
+            for name in ("_held", "_held_minute"):
+                keep: list[tuple[datetime, int, ClaimedRun]] = []
+                for item in getattr(self, name):
+                    (taken if config_id is None or item[2].config_id == config_id else keep).append(item)
+                heapq.heapify(keep)
+                setattr(self, name, keep)
             return [item[2] for item in taken]
 
     def stop(self) -> None:
@@ -94,8 +117,9 @@ class Dispatcher:
         while True:
             with self._cond:
                 while not self._stopping:
-                    if self._held:
-                        wait = self.clock.real_seconds_until(self._held[0][0])
+                    due = self._next_due()
+                    if due is not None:
+                        wait = self.clock.real_seconds_until(due)
                         if wait <= 0:
                             break
                         self._cond.wait(min(wait, 1.0))
@@ -108,10 +132,10 @@ class Dispatcher:
                 if self._stopping:
                     return
             with self._cond:
-                if not self._held or self.clock.real_seconds_until(self._held[0][0]) > 0:
+                run = self._pop_next()
+                if run is None:
                     self._slots.release()
                     continue
-                _, _, run = heapq.heappop(self._held)
                 self._running[run.run_id] = run
             self._launch(run)
 
@@ -140,10 +164,11 @@ class Dispatcher:
         def done(_: object) -> None:
             outcome = future.result()
             finished_at = self.clock.now()
+            # Hand it on before forgetting it: a run is always either here or with on_done.
+            self.on_done(Finished(run, outcome, started_at, finished_at))
             with self._cond:
                 self._running.pop(run.run_id, None)
                 self._cond.notify_all()
             self._slots.release()
-            self.on_done(Finished(run, outcome, started_at, finished_at))
 
         future.add_done_callback(done)

@@ -110,11 +110,11 @@ class Queue:
                                           "now": now})
 
     # -- fleet ----------------------------------------------------------------------------------
-    def runs_of_dead_nodes(self, dead_after_s: float, own_too: bool = False) -> list[dict[str, Any]]:
-        """Runs of dead nodes; with `own_too`, also runs left claimed under this node's id by an
-        earlier process (a restart with the same --node-id)."""
-        return self.execute("runs_of_dead_nodes", {
-            "dead_after_s": dead_after_s, "own_node": self.node_id if own_too else None})
+    def runs_of_dead_nodes(self, dead_after_s: float) -> list[dict[str, Any]]:
+        """Runs of dead nodes, and every run claimed under this node's id (the caller keeps those
+        it really holds: the others were left by an earlier process with the same id, or by a
+        claim whose commit was lost)."""
+        return self.execute("runs_of_dead_nodes", {"dead_after_s": dead_after_s, "own_node": self.node_id})
 
     def mark_dead_nodes(self, dead_after_s: float) -> None:
         self.execute("mark_dead_nodes", {"dead_after_s": dead_after_s})

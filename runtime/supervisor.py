@@ -32,7 +32,7 @@ from runtime.queue import ClaimedRun, Queue
 from runtime.reload import Listener
 from runtime.schedule import SchedulePolicy, TaskState
 from sandbox import DEFAULT_LIMITS, Limits, Sandbox
-from sandbox.manifest import Plugin, plugin_from_stored
+from sandbox.manifest import ManifestError, Plugin, plugin_from_stored
 
 log = logging.getLogger("plugin_runtime.supervisor")
 
@@ -124,13 +124,15 @@ class Supervisor:
         sweep_every = max(self._real(self.settings.sweep_interval_s), 1.0)
         reconcile_every = self._real(self.settings.reconcile_interval_s)
         backoff = 0.5
-        swept_once = False
         next_prune = time.monotonic() + 60.0
         while not self.stopping.is_set():
             try:
                 q = self._ensure_connected()
                 backoff = 0.5
                 now = time.monotonic()
+                if next_sweep == 0.0:
+                    self._sweep(q)  # first: runs an earlier process of this node left claimed
+                    next_sweep = now + sweep_every
                 self._handle_notifications(q)
                 if now >= next_reconcile:
                     self._reconcile(q)
@@ -147,11 +149,17 @@ class Supervisor:
                     self._prune(q)
                     next_prune = now + self.settings.prune_interval_s
                 if now >= next_sweep:
-                    self._sweep(q, own_too=not swept_once)
-                    swept_once = True
+                    self._sweep(q)
                     next_sweep = now + sweep_every
             except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable) as exc:
                 self._lost_database(exc)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 15.0)
+                continue
+            except Exception:
+                # A bug or bad data must not take the node down: log it, back off, carry on.
+                log.exception("supervisor loop error; retrying")
+                self._lost_database(RuntimeError("loop error"))
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 15.0)
                 continue
@@ -318,29 +326,39 @@ class Supervisor:
                 run.run_id = got["id"]
                 run.storage = got["storage"]
                 claimed.append(run)
-        self._start_claimed(q, claimed)
+            ready = self._attach_plugins(q, claimed)
+        # Committed: from here on this node owns them (and the sweep knows it does).
+        self.dispatcher.add(ready)
 
-    def _start_claimed(self, q: Queue, claimed: list[ClaimedRun]) -> None:
+    def _attach_plugins(self, q: Queue, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
+        """Inside the claiming transaction: give each run its plugin code, and give back runs
+        whose plugin cannot be loaded. If the database fails here, nothing was claimed."""
         ready: list[ClaimedRun] = []
         broken: list[ClaimedRun] = []
         for run in claimed:
-            run.plugin = self._plugin(q, run.plugin_id, run.plugin_updated_at)
+            try:
+                run.plugin = self._plugin(q, run.plugin_id, run.plugin_updated_at)
+            except ManifestError as exc:
+                log.error("plugin %s cannot be loaded: %s", run.plugin_id, exc)
+                run.plugin = None
             (ready if run.plugin is not None else broken).append(run)
         if broken:
             q.release([r.run_id for r in broken], "released", self.clock.now())
-        self.dispatcher.add(ready)
+        return ready
 
     def _claim_manual(self, q: Queue) -> None:
         claimed = []
-        for row in q.claim_manual(100):
-            claimed.append(ClaimedRun(
-                run_id=row["id"], task_id=row["task_id"], config_id=row["config_id"],
-                plugin_id=row["plugin_id"], plugin_updated_at=row["plugin_updated_at"], task=row["task"],
-                cadence=row["cadence"], cron="", offset_s=0.0, slot=row["slot"], attempt=row["attempt"],
-                backfilled=False, due_at=self.clock.now(), settings=row["settings"],
-                storage=row["storage"], manual=True,
-            ))
-        self._start_claimed(q, claimed)
+        with q.transaction():
+            for row in q.claim_manual(100):
+                claimed.append(ClaimedRun(
+                    run_id=row["id"], task_id=row["task_id"], config_id=row["config_id"],
+                    plugin_id=row["plugin_id"], plugin_updated_at=row["plugin_updated_at"], task=row["task"],
+                    cadence=row["cadence"], cron="", offset_s=0.0, slot=row["slot"], attempt=row["attempt"],
+                    backfilled=False, due_at=self.clock.now(), settings=row["settings"],
+                    storage=row["storage"], manual=True,
+                ))
+            ready = self._attach_plugins(q, claimed)
+        self.dispatcher.add(ready)
 
     # -- completion -----------------------------------------------------------------------------
     def _on_start(self, run: ClaimedRun, started_at: datetime) -> None:
@@ -444,12 +462,21 @@ class Supervisor:
                     raise
 
     # -- fleet ------------------------------------------------------------------------------------
-    def _sweep(self, q: Queue, own_too: bool = False) -> None:
+    def _known_run_ids(self) -> set[int]:
+        known = self.dispatcher.known_ids()  # first: a run leaves it only after reaching _finished
+        with self._finished_lock:
+            known |= {item.run.run_id for item in self._finished}
+        return known
+
+    def _sweep(self, q: Queue) -> None:
         """Runs claimed by nodes that stopped heartbeating: recorded as lost, their tasks freed
         (an hourly/daily slot is retried as a failed attempt)."""
         now = self.clock.now()
         with q.transaction():
-            rows = q.runs_of_dead_nodes(self.settings.dead_after_s, own_too)
+            rows = q.runs_of_dead_nodes(self.settings.dead_after_s)
+            if rows:
+                known = self._known_run_ids()
+                rows = [r for r in rows if not (r["node"] == self.settings.node_id and r["run_id"] in known)]
             if not rows:
                 return
             runs = []

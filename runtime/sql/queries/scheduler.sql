@@ -23,7 +23,9 @@ SELECT t.id, t.config_id, t.name, t.cadence, t.cron, t.offset_s, t.next_slot, t.
    AND (t.next_due_at <= %(horizon)s OR t.next_slot IS NULL)
    AND c.enabled
    AND c.quarantined_at IS NULL
- ORDER BY t.next_due_at
+ -- Hourly, daily and cron slots first: when a node cannot take everything that is due, minute
+ -- tasks (which may be late or coalesced) wait, never the slots that must not be skipped.
+ ORDER BY (t.cadence = 'minute'), t.next_due_at
  LIMIT %(limit)s
    FOR UPDATE OF t SKIP LOCKED;
 
