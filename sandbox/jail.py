@@ -35,6 +35,7 @@ _LANDLOCK_CREATE_RULESET_VERSION = 1
 _FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
 _NET_RIGHTS = 0b11
 
+RUN_NICENESS = 5
 NPROC_PER_RUN = 16  # processes a run may have at once (a fork bomb stops here)
 NOFILE_PER_RUN = 32
 UID_BASE = 200_000  # runs get uid UID_BASE + n: unprivileged, and not shared with other runs
@@ -217,6 +218,9 @@ class JailPlan:
         )
         for which, value in limits:
             resource.setrlimit(which, value)
+        # Below the supervisor and the database: a plugin that burns CPU slows other runs at
+        # worst, never the scheduling of them.
+        os.nice(RUN_NICENESS)
         if self.empty_root is not None:
             os.chroot(self.empty_root)
             os.chdir("/")
