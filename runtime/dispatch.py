@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from runtime.clock import Clock, iso
 from runtime.queue import ClaimedRun
@@ -89,6 +90,18 @@ class Dispatcher:
         with self._cond:
             held = self._held + self._held_minute
             return {item[2].run_id for item in held} | set(self._running)
+
+    def held_configs(self) -> set[int]:
+        with self._cond:
+            return {item[2].config_id for item in self._held + self._held_minute}
+
+    def update_settings(self, config_id: int, settings: dict[str, Any]) -> int:
+        """Give held runs of a config its new settings; returns how many."""
+        with self._cond:
+            runs = [item[2] for item in self._held + self._held_minute if item[2].config_id == config_id]
+            for run in runs:
+                run.settings = settings
+            return len(runs)
 
     def take_held(self, config_id: int | None = None) -> list[ClaimedRun]:
         """Remove held (not yet started) runs, of one config or all; the caller releases them."""

@@ -57,7 +57,7 @@ class Settings:
     dead_after_s: float = 20.0  # real seconds without a heartbeat before a node's runs are released
     reconcile_interval_s: float = 60.0
     claim_limit: int = 5000
-    quarantine_after: int = 0  # consecutive failures before quarantine; 0: never
+    quarantine_after: int = 10  # consecutive failures before quarantine; 0: never
     runs_retention_days: float | None = 30.0  # None: keep forever
     logs_retention_days: float | None = 7.0
     prune_interval_s: float = 3600.0  # real seconds between retention passes
@@ -133,7 +133,8 @@ class Supervisor:
                 if next_sweep == 0.0:
                     self._sweep(q)  # first: runs an earlier process of this node left claimed
                     next_sweep = now + sweep_every
-                self._handle_notifications(q)
+                if self._handle_notifications(q):
+                    next_tick = now
                 if now >= next_reconcile:
                     self._reconcile(q)
                     next_reconcile = now + reconcile_every
@@ -518,10 +519,12 @@ class Supervisor:
         q.execute("sync_tasks_insert", {"config_ids": None})
         self._claim_manual(q)
 
-    def _handle_notifications(self, q: Queue) -> None:
+    def _handle_notifications(self, q: Queue) -> bool:
+        """Apply changes heard on LISTEN; True when a tick should follow at once (new or changed
+        configs get scheduled within seconds, not at the next regular tick)."""
         changes = self.listener.drain()
         if not changes:
-            return
+            return False
         sync: set[int] = set()
         manual = False
         for change in changes:
@@ -543,8 +546,13 @@ class Supervisor:
 
             store.sync_tasks(q.conn, sorted(sync))
             q.statements += 3
+            changed_held = sorted(sync & self.dispatcher.held_configs())
+            if changed_held:
+                for row in q.execute("config_settings", {"ids": changed_held}):
+                    self.dispatcher.update_settings(row["id"], row["settings"])
         if manual:
             self._claim_manual(q)
+        return bool(sync)
 
 
 def _decision(task_id: int, run_slot: datetime | None, attempt: int, backfilled: bool,

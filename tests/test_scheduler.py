@@ -331,3 +331,46 @@ def test_serve_refuses_bad_options(args: list[str], message: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_sigterm_drains_running_runs_and_releases_held_ones(database_url: str, tmp_path: Path) -> None:
+    fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
+    fleet.install(PLUGINS / "slow_hourly")
+    fleet.create_configs("slow_hourly", 2, {"sleep_s": 3})
+    node = fleet.add_node("draining")
+    fleet.wait_for(lambda: fleet.runs("state = 'claimed' AND node = 'draining'"), 30, "a claimed run")
+    time.sleep(1.0)  # the run has started (it sleeps 3 s)
+    in_flight = {r["id"] for r in fleet.runs("state = 'claimed'")}
+    started = time.monotonic()
+    assert node.terminate(timeout=30) == 0, node.log_text()[-2000:]
+    assert time.monotonic() - started < 15
+    after = {r["id"]: r for r in fleet.runs("id = ANY(%s)", (list(in_flight),))}
+    assert all(r["state"] == "done" for r in after.values()), "nothing is left claimed"
+    assert any(r["outcome"] == "ok" for r in after.values()), "the running run finished and was recorded"
+    assert {r["outcome"] for r in after.values()} <= {"ok", "released"}
+    assert fleet.query("SELECT stopped_at FROM plugin_runtime.nodes WHERE id = 'draining'")[0]["stopped_at"]
+
+
+def test_configs_created_or_edited_by_sql_take_effect_within_seconds(database_url: str, tmp_path: Path) -> None:
+    fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
+    with fleet:
+        fleet.install(PLUGINS / "tiny")
+        fleet.start_nodes(1)
+        fleet.wait_ready()
+        plugin_id = fleet.query("SELECT id FROM plugin_runtime.plugins")[0]["id"]
+        created = time.monotonic()
+        config_id = fleet.query(
+            "INSERT INTO plugin_runtime.plugin_configs (plugin_id, settings) "
+            "VALUES (%s, '{\"api_key\": \"k\", \"greeting\": \"hello\"}') RETURNING id", (plugin_id,))[0]["id"]
+        fleet.wait_for(lambda: fleet.query(
+            "SELECT count(*) AS n FROM plugin_runtime.tasks WHERE config_id = %s AND next_slot IS NOT NULL",
+            (config_id,))[0]["n"] == 2, 10, "the new config's tasks to be scheduled")
+        assert time.monotonic() - created < 5.0
+        fleet.wait_for(lambda: ok_runs(fleet, "task = 'run_every_hour'"), 30, "an hourly run")
+        fleet.query("UPDATE plugin_runtime.plugin_configs SET settings = settings || '{\"greeting\": \"bonjour\"}' "
+                    "WHERE id = %s", (config_id,))
+        edited_at = fleet.scheduler_now()
+        fleet.wait_for(lambda: ok_runs(fleet, "task = 'run_every_hour' AND started_at > %s", (edited_at,)),
+                       30, "an hourly run after the edit")
+    later = ok_runs(fleet, "task = 'run_every_hour' AND started_at > %s", (edited_at,))
+    assert all(r["result"] == {"greeting": "bonjour"} for r in later)

@@ -26,7 +26,7 @@ CAPABILITIES = ("scheduledTasks",)
 @click.option("--capabilities", default="scheduledTasks", show_default=True,
               help="Comma-separated: scheduledTasks (schedule and run tasks). Without it the node "
                    "only heartbeats and runs manual triggers.")
-@click.option("--quarantine-after", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--quarantine-after", type=click.IntRange(0), default=10, show_default=True,
               help="Quarantine a config after this many failed runs in a row (0: never).")
 @click.option("--runs-retention-days", type=float, default=30.0, show_default=True,
               help="Delete finished runs older than this (0: keep forever).")

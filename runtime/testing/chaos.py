@@ -163,7 +163,7 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
     report = ChaosReport(max_lag_s=options.max_lag_s, database=name)
     cut = DatabaseCut(options.server_url, name)
     start_time = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(minutes=50)
-    extra = ["--dead-after", "5"]
+    extra = ["--dead-after", "5", "--quarantine-after", "0"]  # the faulty plugin keeps misbehaving
     if options.clock_jump_minutes:
         extra += ["--jump-on-sigusr1", str(options.clock_jump_minutes)]
     fleet = Fleet(url, workdir, time_scale=options.time_scale, start_time=start_time,

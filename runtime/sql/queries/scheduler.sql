@@ -254,3 +254,7 @@ UPDATE plugin_runtime.nodes
 
 -- name: get_plugin_code
 SELECT id, name, manifest, source, updated_at FROM plugin_runtime.plugins WHERE id = %(id)s;
+
+-- name: config_settings
+-- Fresh settings of configs that changed, for runs a node holds but has not started.
+SELECT id, settings FROM plugin_runtime.plugin_configs WHERE id = ANY(%(ids)s::bigint[]);
