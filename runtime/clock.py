@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 
 class Clock:
-    def __init__(self, start: datetime | None = None, scale: float = 1.0,
-                 origin_unix: float | None = None) -> None:
+    def __init__(
+        self, start: datetime | None = None, scale: float = 1.0, origin_unix: float | None = None
+    ) -> None:
         """`origin_unix`: the wall-clock time (Unix seconds) at which the clock read `start`, so
         that several processes started at different moments share one scheduler clock."""
         if scale <= 0:

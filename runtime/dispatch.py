@@ -98,7 +98,9 @@ class Dispatcher:
     def update_settings(self, config_id: int, settings: dict[str, Any]) -> int:
         """Give held runs of a config its new settings; returns how many."""
         with self._cond:
-            runs = [item[2] for item in self._held + self._held_minute if item[2].config_id == config_id]
+            runs = [
+                item[2] for item in self._held + self._held_minute if item[2].config_id == config_id
+            ]
             for run in runs:
                 run.settings = settings
             return len(runs)
@@ -110,7 +112,9 @@ class Dispatcher:
             for name in ("_held", "_held_minute"):
                 keep: list[tuple[datetime, int, ClaimedRun]] = []
                 for item in getattr(self, name):
-                    (taken if config_id is None or item[2].config_id == config_id else keep).append(item)
+                    (taken if config_id is None or item[2].config_id == config_id else keep).append(
+                        item
+                    )
                 heapq.heapify(keep)
                 setattr(self, name, keep)
             return [item[2] for item in taken]

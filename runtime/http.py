@@ -37,10 +37,14 @@ log = logging.getLogger("plugin_runtime.http")
 ADMIN_TOKEN_ENV = "PLUGIN_RUNTIME_ADMIN_TOKEN"
 QUARANTINE_REFRESH_S = 10.0
 STATUS_PAGE = Path(__file__).parent / "web" / "status.html"
-_ACTION = re.compile(r"^/api/configs/(?P<id>\d{1,18})/(?:(?P<verb>disable|enable)|trigger/(?P<task>[^/]{1,200}))$")
-PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-            "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
-            "frame-ancestors 'none'")
+_ACTION = re.compile(
+    r"^/api/configs/(?P<id>\d{1,18})/(?:(?P<verb>disable|enable)|trigger/(?P<task>[^/]{1,200}))$"
+)
+PAGE_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 class _Server(ThreadingHTTPServer):
@@ -57,8 +61,11 @@ class _Server(ThreadingHTTPServer):
                 return
             self.quarantine_checked = time.monotonic()
             try:
-                with connect(self.supervisor.url, connect_timeout=3,
-                             application_name="plugin-runtime metrics") as conn:
+                with connect(
+                    self.supervisor.url,
+                    connect_timeout=3,
+                    application_name="plugin-runtime metrics",
+                ) as conn:
                     row = conn.execute(query("quarantined_count")).fetchone()
                 metrics.QUARANTINED.set(int(row["n"]) if row else 0)
             except Exception as exc:  # the gauge keeps its last value; /metrics still answers
@@ -74,8 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     # -- responses ------------------------------------------------------------------------------
-    def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
-              ) -> None:
+    def _send(
+        self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -109,8 +117,12 @@ class _Handler(BaseHTTPRequestHandler):
             status["admin"] = self.server.admin_token is not None
             self._json(200, status)
         elif path in ("/", "/index.html"):
-            self._send(200, STATUS_PAGE.read_bytes(), "text/html; charset=utf-8",
-                       {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"})
+            self._send(
+                200,
+                STATUS_PAGE.read_bytes(),
+                "text/html; charset=utf-8",
+                {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"},
+            )
         else:
             self._json(404, {"error": f"no such page: {path}"})
 
@@ -129,19 +141,28 @@ class _Handler(BaseHTTPRequestHandler):
             return
         given = self.headers.get("Authorization", "")
         if not given.startswith("Bearer ") or not hmac.compare_digest(
-                given[len("Bearer "):].strip().encode(), token.encode()):
-            self._json(401, {"error": "a valid 'Authorization: Bearer TOKEN' header is required"},)
+            given[len("Bearer ") :].strip().encode(), token.encode()
+        ):
+            self._json(
+                401,
+                {"error": "a valid 'Authorization: Bearer TOKEN' header is required"},
+            )
             return
         config_id = int(match["id"])
         try:
-            with connect(self.server.supervisor.url, connect_timeout=3,
-                         application_name="plugin-runtime admin") as conn:
+            with connect(
+                self.server.supervisor.url,
+                connect_timeout=3,
+                application_name="plugin-runtime admin",
+            ) as conn:
                 if match["verb"]:
                     store.set_enabled(conn, config_id, match["verb"] == "enable")
                     message = f"config {config_id} {match['verb']}d"
                 else:
                     run_id = store.trigger(conn, config_id, match["task"])
-                    message = f"queued manual run {run_id} of {match['task']} for config {config_id}"
+                    message = (
+                        f"queued manual run {run_id} of {match['task']} for config {config_id}"
+                    )
         except store.NotFound as exc:
             self._json(404, {"error": str(exc)})
             return
@@ -153,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
-    """"HOST:PORT" (or "[v6]:PORT", or ":PORT" for all interfaces) -> (host, port)."""
+    """ "HOST:PORT" (or "[v6]:PORT", or ":PORT" for all interfaces) -> (host, port)."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got '{addr}'")
@@ -175,13 +196,19 @@ def serve_http(addr: str, supervisor: Any) -> threading.Thread:
     try:
         server = make_server(addr, supervisor, os.environ.get(ADMIN_TOKEN_ENV))
     except (ValueError, OSError) as exc:
-        print(f"error: --http {addr}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}",
-              file=sys.stderr)
+        print(
+            f"error: --http {addr}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.server = server  # type: ignore[attr-defined]
     thread.start()
     host, port = server.server_address[:2]
-    log.info("serving /metrics, /healthz, /readyz and the status page on http://%s:%s/%s",
-             host, port, " (admin actions on)" if server.admin_token else "")
+    log.info(
+        "serving /metrics, /healthz, /readyz and the status page on http://%s:%s/%s",
+        host,
+        port,
+        " (admin actions on)" if server.admin_token else "",
+    )
     return thread

@@ -64,27 +64,53 @@ class Queue:
         return self.conn.transaction()
 
     # -- node ---------------------------------------------------------------------------------
-    def register(self, hostname: str, pid: int, capabilities: list[str], layers: dict[str, bool],
-                 concurrency: int) -> None:
-        self.execute("register_node", {
-            "id": self.node_id, "hostname": hostname, "pid": pid, "capabilities": capabilities,
-            "layers": Jsonb(layers), "concurrency": concurrency,
-        })
+    def register(
+        self,
+        hostname: str,
+        pid: int,
+        capabilities: list[str],
+        layers: dict[str, bool],
+        concurrency: int,
+    ) -> None:
+        self.execute(
+            "register_node",
+            {
+                "id": self.node_id,
+                "hostname": hostname,
+                "pid": pid,
+                "capabilities": capabilities,
+                "layers": Jsonb(layers),
+                "concurrency": concurrency,
+            },
+        )
 
     def stop(self) -> None:
         self.execute("stop_node", {"id": self.node_id})
 
     # -- claim ---------------------------------------------------------------------------------
-    def due_tasks(self, horizon: datetime, limit: int, stats: dict[str, Any]) -> list[dict[str, Any]]:
+    def due_tasks(
+        self, horizon: datetime, limit: int, stats: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """Lock due tasks (inside the caller's transaction) and heartbeat."""
-        return self.execute("claim_due_tasks", {
-            "node": self.node_id, "horizon": horizon, "limit": limit, "stats": Jsonb(stats),
-        })
+        return self.execute(
+            "claim_due_tasks",
+            {
+                "node": self.node_id,
+                "horizon": horizon,
+                "limit": limit,
+                "stats": Jsonb(stats),
+            },
+        )
 
     def record_claims(self, decisions: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-        return self.execute("record_claims", {
-            "node": self.node_id, "now": now, "decisions": json.dumps(decisions, default=_json_default),
-        })
+        return self.execute(
+            "record_claims",
+            {
+                "node": self.node_id,
+                "now": now,
+                "decisions": json.dumps(decisions, default=_json_default),
+            },
+        )
 
     def claim_manual(self, limit: int) -> list[dict[str, Any]]:
         return self.execute("claim_manual_runs", {"node": self.node_id, "limit": limit})
@@ -97,24 +123,31 @@ class Queue:
         deletes: list[dict[str, Any]],
         quarantine_after: int,
     ) -> list[dict[str, Any]]:
-        return self.execute("complete_runs", {
-            "runs": json.dumps(runs, default=_json_default),
-            "writes": json.dumps(writes, default=_json_default),
-            "deletes": json.dumps(deletes, default=_json_default),
-            "quarantine_after": quarantine_after,
-        })
+        return self.execute(
+            "complete_runs",
+            {
+                "runs": json.dumps(runs, default=_json_default),
+                "writes": json.dumps(writes, default=_json_default),
+                "deletes": json.dumps(deletes, default=_json_default),
+                "quarantine_after": quarantine_after,
+            },
+        )
 
     def release(self, run_ids: list[int], outcome: str, now: datetime) -> None:
         if run_ids:
-            self.execute("release_runs", {"run_ids": run_ids, "outcome": outcome, "node": self.node_id,
-                                          "now": now})
+            self.execute(
+                "release_runs",
+                {"run_ids": run_ids, "outcome": outcome, "node": self.node_id, "now": now},
+            )
 
     # -- fleet ----------------------------------------------------------------------------------
     def runs_of_dead_nodes(self, dead_after_s: float) -> list[dict[str, Any]]:
         """Runs of dead nodes, and every run claimed under this node's id (the caller keeps those
         it really holds: the others were left by an earlier process with the same id, or by a
         claim whose commit was lost)."""
-        return self.execute("runs_of_dead_nodes", {"dead_after_s": dead_after_s, "own_node": self.node_id})
+        return self.execute(
+            "runs_of_dead_nodes", {"dead_after_s": dead_after_s, "own_node": self.node_id}
+        )
 
     def mark_dead_nodes(self, dead_after_s: float) -> None:
         self.execute("mark_dead_nodes", {"dead_after_s": dead_after_s})

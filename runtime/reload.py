@@ -71,14 +71,20 @@ class Listener:
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=1.0):
                         try:
-                            payload = json.loads(note.payload) if note.payload.startswith("{") else {
-                                "id": int(note.payload)}
+                            payload = (
+                                json.loads(note.payload)
+                                if note.payload.startswith("{")
+                                else {"id": int(note.payload)}
+                            )
                         except ValueError:
                             payload = {}
                         self.events.put(Change(note.channel, payload))
                         self.wake.set()
             except psycopg.Error as exc:
-                log.warning("listener lost its connection: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                log.warning(
+                    "listener lost its connection: %s",
+                    str(exc).splitlines()[0] if str(exc) else exc,
+                )
                 self.reconnects += 1
             finally:
                 self.connected.clear()

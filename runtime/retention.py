@@ -20,8 +20,14 @@ DEFAULT_LOGS_DAYS = 7.0
 DEFAULT_BATCH = 5000
 
 
-def _prune(conn: psycopg.Connection[Any], name: str, days: float, batch: int,
-           pause_s: float, max_batches: int | None) -> tuple[int, int]:
+def _prune(
+    conn: psycopg.Connection[Any],
+    name: str,
+    days: float,
+    batch: int,
+    pause_s: float,
+    max_batches: int | None,
+) -> tuple[int, int]:
     total = batches = 0
     while max_batches is None or batches < max_batches:
         with conn.transaction(), conn.cursor() as cur:
@@ -36,9 +42,15 @@ def _prune(conn: psycopg.Connection[Any], name: str, days: float, batch: int,
     return total, batches
 
 
-def prune(conn: psycopg.Connection[Any], runs_days: float | None = DEFAULT_RUNS_DAYS,
-          logs_days: float | None = DEFAULT_LOGS_DAYS, batch: int = DEFAULT_BATCH, *,
-          pause_s: float = 0.0, max_batches: int | None = None) -> dict[str, Any]:
+def prune(
+    conn: psycopg.Connection[Any],
+    runs_days: float | None = DEFAULT_RUNS_DAYS,
+    logs_days: float | None = DEFAULT_LOGS_DAYS,
+    batch: int = DEFAULT_BATCH,
+    *,
+    pause_s: float = 0.0,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
     """Delete runs finished more than `runs_days` ago and log lines older than `logs_days`
     (None: keep them), `batch` rows per statement, until none is left (or `max_batches` per
     table). Returns {"runs": n, "logs": n, "statements": n, "seconds": s}."""
@@ -55,5 +67,9 @@ def prune(conn: psycopg.Connection[Any], runs_days: float | None = DEFAULT_RUNS_
     if logs_days is not None:
         logs, n = _prune(conn, "prune_logs", logs_days, batch, pause_s, max_batches)
         statements += n
-    return {"runs": runs, "logs": logs, "statements": statements,
-            "seconds": round(time.monotonic() - started, 3)}
+    return {
+        "runs": runs,
+        "logs": logs,
+        "statements": statements,
+        "seconds": round(time.monotonic() - started, 3),
+    }

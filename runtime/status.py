@@ -48,10 +48,12 @@ class Thresholds:
     longest_query_s: float = 300.0
     # p99 start lag per cadence before it is a problem (minute tasks may be a couple of minutes
     # late without harm; hourly and daily ones should not drift much).
-    lag_p99_s: Mapping[str, float] = field(default_factory=lambda: {
-        "minute": 180.0, "hour": 600.0, "day": 1800.0, "cron": 600.0})
-    overdue_s: Mapping[str, float] = field(default_factory=lambda: {
-        "minute": 120.0, "hour": 300.0, "day": 600.0, "cron": 300.0})
+    lag_p99_s: Mapping[str, float] = field(
+        default_factory=lambda: {"minute": 180.0, "hour": 600.0, "day": 1800.0, "cron": 600.0}
+    )
+    overdue_s: Mapping[str, float] = field(
+        default_factory=lambda: {"minute": 120.0, "hour": 300.0, "day": 600.0, "cron": 300.0}
+    )
     failing_after: int = 3  # consecutive failures before an enabled config is reported
     stuck_run_s: float = 900.0  # a run waiting or in flight this long past its due time
     forget_dead_after_s: float = 3600.0  # a dead node older than this is history, not a problem
@@ -75,8 +77,9 @@ class Problem:
 # -- collecting -------------------------------------------------------------------------------
 
 
-def _rows(conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
-          ) -> list[dict[str, Any]]:
+def _rows(
+    conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query(name), params)
         return [{k: _plain(v) for k, v in row.items()} for row in cur.fetchall()]
@@ -145,19 +148,25 @@ def unreachable_status(url: str, error: str) -> dict[str, Any]:
         "generated_at": datetime.now(UTC),
         "window_s": WINDOW_S,
         "database": {"reachable": False, "location": describe_location(url), "error": error},
-        "queue": {}, "cadences": [], "nodes": [], "worst_configs": [], "quarantined": [],
+        "queue": {},
+        "cadences": [],
+        "nodes": [],
+        "worst_configs": [],
+        "quarantined": [],
         "failing": [],
     }
 
 
-def status_for_url(url: str, *, connect_timeout: float = 5.0,
-                   thresholds: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+def status_for_url(
+    url: str, *, connect_timeout: float = 5.0, thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> dict[str, Any]:
     """`collect_status` on a connection of its own, with `problems` and `healthy` added. An
     unreachable database (or a missing schema) is reported in the result, never raised."""
     try:
         started = time.perf_counter()
-        conn = connect(url, connect_timeout=connect_timeout,
-                       application_name="plugin-runtime status")
+        conn = connect(
+            url, connect_timeout=connect_timeout, application_name="plugin-runtime status"
+        )
         connect_ms = (time.perf_counter() - started) * 1000.0
     except (DatabaseUnavailable, InvalidDatabaseUrl) as exc:
         status = unreachable_status(url, str(exc))
@@ -186,22 +195,34 @@ def is_healthy(found: list[Problem]) -> bool:
 # -- judging ----------------------------------------------------------------------------------
 
 
-def problems(status: Mapping[str, Any], thresholds: Thresholds = DEFAULT_THRESHOLDS
-             ) -> list[Problem]:
+def problems(
+    status: Mapping[str, Any], thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> list[Problem]:
     """What is wrong in `status`, in the runbook's order (CHECKS), most severe first per check."""
     found: list[Problem] = []
     db = status["database"]
     if not db.get("reachable"):
         host, _, port = str(db.get("location", "")).rpartition(":")
-        found.append(Problem(
-            "database", "critical", f"the database is unreachable: {db.get('error') or 'unknown'}",
-            f"pg_isready -h {host or 'localhost'} -p {port or '5432'}",
-            "nothing can be scheduled or recorded until it is back; nodes keep running what they "
-            "hold and catch up every hourly and daily slot afterwards"))
+        found.append(
+            Problem(
+                "database",
+                "critical",
+                f"the database is unreachable: {db.get('error') or 'unknown'}",
+                f"pg_isready -h {host or 'localhost'} -p {port or '5432'}",
+                "nothing can be scheduled or recorded until it is back; nodes keep running what they "
+                "hold and catch up every hourly and daily slot afterwards",
+            )
+        )
         return found
     if not db.get("schema", True):
-        found.append(Problem("database", "critical", "the plugin_runtime schema is missing",
-                             "plugin-runtime db migrate"))
+        found.append(
+            Problem(
+                "database",
+                "critical",
+                "the plugin_runtime schema is missing",
+                "plugin-runtime db migrate",
+            )
+        )
         return found
     found += _database(db, thresholds)
     found += _nodes(status, thresholds)
@@ -213,35 +234,59 @@ def problems(status: Mapping[str, Any], thresholds: Thresholds = DEFAULT_THRESHO
     return sorted(found, key=lambda p: (order.get(p.check, 99), SEVERITIES.index(p.severity)))
 
 
-ACTIVITY_SQL = ('psql "$PLUGIN_RUNTIME_DATABASE_URL" -c "SELECT pid, state, wait_event_type, '
-                'now() - query_start AS running_for, left(query, 80) FROM pg_stat_activity '
-                'WHERE state <> \'idle\' ORDER BY query_start"')
+ACTIVITY_SQL = (
+    'psql "$PLUGIN_RUNTIME_DATABASE_URL" -c "SELECT pid, state, wait_event_type, '
+    "now() - query_start AS running_for, left(query, 80) FROM pg_stat_activity "
+    "WHERE state <> 'idle' ORDER BY query_start\""
+)
 
 
 def _database(db: Mapping[str, Any], t: Thresholds) -> list[Problem]:
     out = []
     if db["rtt_ms"] > t.db_rtt_ms:
-        out.append(Problem("database", "warning",
-                           f"the database is slow: a round trip took {db['rtt_ms']:.0f} ms "
-                           f"(more than {t.db_rtt_ms:.0f} ms)", ACTIVITY_SQL,
-                           "if it stays slow, scale the database up"))
+        out.append(
+            Problem(
+                "database",
+                "warning",
+                f"the database is slow: a round trip took {db['rtt_ms']:.0f} ms "
+                f"(more than {t.db_rtt_ms:.0f} ms)",
+                ACTIVITY_SQL,
+                "if it stays slow, scale the database up",
+            )
+        )
     if db["connections"] >= t.connections_ratio * db["max_connections"]:
-        out.append(Problem("database", "warning",
-                           f"{db['connections']} of {db['max_connections']} connections in use",
-                           ACTIVITY_SQL))
+        out.append(
+            Problem(
+                "database",
+                "warning",
+                f"{db['connections']} of {db['max_connections']} connections in use",
+                ACTIVITY_SQL,
+            )
+        )
     if db["lock_waits"] >= t.lock_waits:
-        out.append(Problem("database", "warning", f"{db['lock_waits']} sessions wait on a lock",
-                           ACTIVITY_SQL))
+        out.append(
+            Problem(
+                "database", "warning", f"{db['lock_waits']} sessions wait on a lock", ACTIVITY_SQL
+            )
+        )
     if db["longest_query_s"] >= t.longest_query_s:
-        out.append(Problem("database", "warning",
-                           f"a statement has been running for {db['longest_query_s']:.0f} s",
-                           ACTIVITY_SQL))
+        out.append(
+            Problem(
+                "database",
+                "warning",
+                f"a statement has been running for {db['longest_query_s']:.0f} s",
+                ACTIVITY_SQL,
+            )
+        )
     return out
 
 
 def _scheduler_nodes(status: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [n for n in status["nodes"]
-            if n["state"] == "alive" and "scheduledTasks" in (n.get("capabilities") or [])]
+    return [
+        n
+        for n in status["nodes"]
+        if n["state"] == "alive" and "scheduledTasks" in (n.get("capabilities") or [])
+    ]
 
 
 def _nodes(status: Mapping[str, Any], t: Thresholds) -> list[Problem]:
@@ -250,35 +295,53 @@ def _nodes(status: Mapping[str, Any], t: Thresholds) -> list[Problem]:
     alive = [n for n in nodes if n["state"] == "alive"]
     runnable = sum(c["tasks"] for c in status["cadences"])
     if runnable and not _scheduler_nodes(status):
-        out.append(Problem("nodes", "critical",
-                           f"no scheduler node is alive: {runnable} task(s) are not running",
-                           "plugin-runtime serve"))
+        out.append(
+            Problem(
+                "nodes",
+                "critical",
+                f"no scheduler node is alive: {runnable} task(s) are not running",
+                "plugin-runtime serve",
+            )
+        )
     for n in nodes:
         if n["state"] != "dead" or n["heartbeat_age_s"] > t.forget_dead_after_s:
             continue
         stuck = f"; {n['claimed']} run(s) it claimed wait to be released" if n["claimed"] else ""
-        out.append(Problem(
-            "nodes", "critical" if n["claimed"] and not alive else "warning",
-            f"node {n['id']} ({n['hostname']}, pid {n['pid']}) stopped heartbeating "
-            f"{n['heartbeat_age_s']:.0f} s ago{stuck}",
-            f"plugin-runtime serve --node-id {n['id']}",
-            "restart it on its host; live nodes release its runs within a minute"))
+        out.append(
+            Problem(
+                "nodes",
+                "critical" if n["claimed"] and not alive else "warning",
+                f"node {n['id']} ({n['hostname']}, pid {n['pid']}) stopped heartbeating "
+                f"{n['heartbeat_age_s']:.0f} s ago{stuck}",
+                f"plugin-runtime serve --node-id {n['id']}",
+                "restart it on its host; live nodes release its runs within a minute",
+            )
+        )
     for n in alive:
         if n["concurrency"] and n["running"] >= n["concurrency"] and n["held"] > 0:
-            out.append(Problem(
-                "nodes", "warning",
-                f"node {n['id']} is at its concurrency ({n['running']} running, "
-                f"{n['held']} waiting to start)",
-                "plugin-runtime serve",
-                f"add a node, or restart {n['id']} with a higher --concurrency; "
-                "check the worst configs for timeouts first"))
+            out.append(
+                Problem(
+                    "nodes",
+                    "warning",
+                    f"node {n['id']} is at its concurrency ({n['running']} running, "
+                    f"{n['held']} waiting to start)",
+                    "plugin-runtime serve",
+                    f"add a node, or restart {n['id']} with a higher --concurrency; "
+                    "check the worst configs for timeouts first",
+                )
+            )
     queue = status["queue"]
     age = queue.get("oldest_due_age_s")
     if age is not None and age > t.stuck_run_s:
-        out.append(Problem(
-            "nodes", "warning",
-            f"run {queue['oldest_run_id']} has waited {age / 60:.0f} min past its due time",
-            "plugin-runtime runs --limit 20", "a node holds it, or no node takes manual runs"))
+        out.append(
+            Problem(
+                "nodes",
+                "warning",
+                f"run {queue['oldest_run_id']} has waited {age / 60:.0f} min past its due time",
+                "plugin-runtime runs --limit 20",
+                "a node holds it, or no node takes manual runs",
+            )
+        )
     return out
 
 
@@ -289,17 +352,25 @@ def _sandbox(status: Mapping[str, Any]) -> list[Problem]:
     for layer in missing_anywhere:
         off = [n["id"] for n in alive if layer in n["layers_missing"]]
         if len(off) == len(alive):
-            out.append(Problem(
-                "sandbox", "notice",
-                f"sandbox layer {layer} is unavailable on every node (a host limitation)",
-                "plugin-runtime run PLUGIN_DIR",
-                "the run report says why the layer is off; see SECURITY.md for what it stops"))
+            out.append(
+                Problem(
+                    "sandbox",
+                    "notice",
+                    f"sandbox layer {layer} is unavailable on every node (a host limitation)",
+                    "plugin-runtime run PLUGIN_DIR",
+                    "the run report says why the layer is off; see SECURITY.md for what it stops",
+                )
+            )
         else:
-            out.append(Problem(
-                "sandbox", "warning",
-                f"sandbox layer {layer} is off on {', '.join(off)} but on elsewhere",
-                "plugin-runtime run PLUGIN_DIR",
-                "run it on that host: the report says why the layer is off"))
+            out.append(
+                Problem(
+                    "sandbox",
+                    "warning",
+                    f"sandbox layer {layer} is off on {', '.join(off)} but on elsewhere",
+                    "plugin-runtime run PLUGIN_DIR",
+                    "run it on that host: the report says why the layer is off",
+                )
+            )
     return out
 
 
@@ -309,19 +380,28 @@ def _lag(status: Mapping[str, Any], t: Thresholds) -> list[Problem]:
         cadence = c["cadence"]
         limit = t.lag_p99_s.get(cadence, 600.0)
         if c["lag_p99_s"] is not None and c["lag_p99_s"] > limit:
-            out.append(Problem(
-                "lag", "warning",
-                f"{cadence} runs start late: p99 lag {c['lag_p99_s']:.0f} s "
-                f"(p50 {c['lag_p50_s']:.0f} s) over the last {WINDOW_S / 60:.0f} min",
-                "plugin-runtime serve",
-                "add a node if nodes are at their concurrency; disable a config that times out"))
+            out.append(
+                Problem(
+                    "lag",
+                    "warning",
+                    f"{cadence} runs start late: p99 lag {c['lag_p99_s']:.0f} s "
+                    f"(p50 {c['lag_p50_s']:.0f} s) over the last {WINDOW_S / 60:.0f} min",
+                    "plugin-runtime serve",
+                    "add a node if nodes are at their concurrency; disable a config that times out",
+                )
+            )
         overdue_limit = t.overdue_s.get(cadence, 300.0)
         if c["overdue"] and c["overdue_s"] is not None and c["overdue_s"] > overdue_limit:
-            out.append(Problem(
-                "lag", "warning" if cadence == "minute" else "critical",
-                f"{c['overdue']} {cadence} task(s) overdue with no run in flight, the oldest "
-                f"by {c['overdue_s']:.0f} s (slot {_iso(c['oldest_unstarted_slot'])})",
-                "plugin-runtime serve", "no node is claiming them: start or restart a node"))
+            out.append(
+                Problem(
+                    "lag",
+                    "warning" if cadence == "minute" else "critical",
+                    f"{c['overdue']} {cadence} task(s) overdue with no run in flight, the oldest "
+                    f"by {c['overdue_s']:.0f} s (slot {_iso(c['oldest_unstarted_slot'])})",
+                    "plugin-runtime serve",
+                    "no node is claiming them: start or restart a node",
+                )
+            )
     return out
 
 
@@ -329,31 +409,43 @@ def _missed(status: Mapping[str, Any]) -> list[Problem]:
     out = []
     for c in status["cadences"]:
         if c["missed_24h"]:
-            out.append(Problem(
-                "missed", "warning",
-                f"{c['missed_24h']} {c['cadence']} slot(s) missed in the last 24 h "
-                "(older than the catch-up window: never run)",
-                "plugin-runtime runs --outcome missed",
-                "they happen when no node ran for longer than the window"))
+            out.append(
+                Problem(
+                    "missed",
+                    "warning",
+                    f"{c['missed_24h']} {c['cadence']} slot(s) missed in the last 24 h "
+                    "(older than the catch-up window: never run)",
+                    "plugin-runtime runs --outcome missed",
+                    "they happen when no node ran for longer than the window",
+                )
+            )
     return out
 
 
 def _configs(status: Mapping[str, Any], t: Thresholds) -> list[Problem]:
     out = []
     for c in status["failing"]:
-        out.append(Problem(
-            "configs", "warning",
-            f"config {c['config_id']} (plugin {c['plugin']}) failed its last "
-            f"{c['consecutive_failures']} runs (last: {c['last_outcome']})",
-            f"plugin-runtime configs disable {c['config_id']}",
-            f"see why: plugin-runtime logs {c['config_id']}"))
+        out.append(
+            Problem(
+                "configs",
+                "warning",
+                f"config {c['config_id']} (plugin {c['plugin']}) failed its last "
+                f"{c['consecutive_failures']} runs (last: {c['last_outcome']})",
+                f"plugin-runtime configs disable {c['config_id']}",
+                f"see why: plugin-runtime logs {c['config_id']}",
+            )
+        )
     for c in status["quarantined"]:
-        out.append(Problem(
-            "configs", "warning",
-            f"config {c['config_id']} (plugin {c['plugin']}) is quarantined since "
-            f"{_iso(c['quarantined_at'])}: {c['quarantine_reason'] or 'no reason given'}",
-            f"plugin-runtime configs enable {c['config_id']}",
-            f"release it once fixed; see why: plugin-runtime logs {c['config_id']}"))
+        out.append(
+            Problem(
+                "configs",
+                "warning",
+                f"config {c['config_id']} (plugin {c['plugin']}) is quarantined since "
+                f"{_iso(c['quarantined_at'])}: {c['quarantine_reason'] or 'no reason given'}",
+                f"plugin-runtime configs enable {c['config_id']}",
+                f"release it once fixed; see why: plugin-runtime logs {c['config_id']}",
+            )
+        )
     return out
 
 

@@ -78,8 +78,13 @@ class Stats:
 
 
 class Supervisor:
-    def __init__(self, url: str, settings: Settings | None = None, clock: Clock | None = None,
-                 sandbox: Sandbox | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.url = url
         self.settings = settings or Settings()
         self.clock = clock or Clock()
@@ -99,8 +104,12 @@ class Supervisor:
         self._queue: Queue | None = None
         self.listener = Listener(url, self.wake)
         self.dispatcher = Dispatcher(
-            self.sandbox, self.clock, self.settings.concurrency, self.settings.caps,
-            on_done=self._on_done, on_start=self._on_start,
+            self.sandbox,
+            self.clock,
+            self.settings.concurrency,
+            self.settings.caps,
+            on_done=self._on_done,
+            on_start=self._on_start,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -176,8 +185,11 @@ class Supervisor:
         off = [name for name, on in self.sandbox.layers.items() if not on]
         if off:
             for name in off:
-                log.warning("sandbox layer %s is unavailable: %s", name,
-                            self.sandbox.layer_reasons.get(name, "not supported on this host"))
+                log.warning(
+                    "sandbox layer %s is unavailable: %s",
+                    name,
+                    self.sandbox.layer_reasons.get(name, "not supported on this host"),
+                )
         log.info("sandbox layers: %s", ", ".join(k for k, v in self.sandbox.layers.items() if v))
 
     def _ensure_connected(self) -> Queue:
@@ -188,8 +200,13 @@ class Supervisor:
         statements = self._queue.statements if self._queue is not None else 0
         self._queue = Queue(conn, self.settings.node_id)
         self._queue.statements = statements
-        self._queue.register(socket.gethostname(), os.getpid(), list(self.settings.capabilities),
-                             self.sandbox.layers, self.settings.concurrency)
+        self._queue.register(
+            socket.gethostname(),
+            os.getpid(),
+            list(self.settings.capabilities),
+            self.sandbox.layers,
+            self.settings.concurrency,
+        )
         if not self.db_ok.is_set():
             log.info("connected to the database; node %s registered", self.settings.node_id)
         self.db_ok.set()
@@ -203,8 +220,10 @@ class Supervisor:
         metrics.DB_UP.set(0)
         if self.db_ok.is_set() or not self._reported_down:
             self._reported_down = True
-            log.error("database unavailable: %s; runs in flight go on, retrying with backoff",
-                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.error(
+                "database unavailable: %s; runs in flight go on, retrying with backoff",
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
         self.db_ok.clear()
         if self._queue is not None:
             try:
@@ -215,7 +234,9 @@ class Supervisor:
     def _drain(self) -> None:
         """Graceful stop: claim nothing more, release held runs, let running ones finish (up to
         their timeout), record everything, mark the node stopped."""
-        log.info("stopping: releasing held runs, waiting for %d running", self.dispatcher.running_count())
+        log.info(
+            "stopping: releasing held runs, waiting for %d running", self.dispatcher.running_count()
+        )
         held = self.dispatcher.take_held()
         self.dispatcher.wait_idle(self.settings.drain_timeout_s)
         self.dispatcher.stop()
@@ -255,7 +276,13 @@ class Supervisor:
         lookahead_real = self._real(self.settings.lookahead_s)
         per_slot = lookahead_real / max(self._avg_run_s, 0.005)
         fits = int(self.settings.concurrency * per_slot) - self.dispatcher.busy()
-        return max(0, min(self.settings.claim_limit, max(fits, self.settings.concurrency - self.dispatcher.busy())))
+        return max(
+            0,
+            min(
+                self.settings.claim_limit,
+                max(fits, self.settings.concurrency - self.dispatcher.busy()),
+            ),
+        )
 
     def _node_stats(self) -> dict[str, Any]:
         lags = sorted(self.stats.lags)
@@ -288,16 +315,36 @@ class Supervisor:
             decisions: list[dict[str, Any]] = []
             pending: dict[int, ClaimedRun] = {}
             for row in rows:
-                task = TaskState(id=row["id"], cadence=row["cadence"], cron=row["cron"],
-                                 offset_s=row["offset_s"], next_slot=row["next_slot"],
-                                 attempt=row["attempt"])
+                task = TaskState(
+                    id=row["id"],
+                    cadence=row["cadence"],
+                    cron=row["cron"],
+                    offset_s=row["offset_s"],
+                    next_slot=row["next_slot"],
+                    attempt=row["attempt"],
+                )
                 offset: float | None = None
                 if task.next_slot is None:
-                    offset = schedule.spread_offset(f"{row['config_id']}:{row['name']}", task.cadence, policy)
+                    offset = schedule.spread_offset(
+                        f"{row['config_id']}:{row['name']}", task.cadence, policy
+                    )
                     task.offset_s = offset
                     init = schedule.initialise(task, now)
-                    decisions.append(_decision(task.id, None, task.attempt, False, None, init.next_slot,
-                                               init.next_due_at, 0, 0, [], offset))
+                    decisions.append(
+                        _decision(
+                            task.id,
+                            None,
+                            task.attempt,
+                            False,
+                            None,
+                            init.next_slot,
+                            init.next_due_at,
+                            0,
+                            0,
+                            [],
+                            offset,
+                        )
+                    )
                     continue
                 start_at = max(now, row["next_due_at"])
                 d = schedule.decide_claim(task, start_at, policy)
@@ -308,19 +355,46 @@ class Supervisor:
                 if d.coalesced:
                     metrics.COALESCED.inc(d.coalesced)
                 if d.missed_count:
-                    log.warning("config %s task %s: %d slot(s) older than the catch-up window recorded as missed",
-                                row["config_id"], row["name"], d.missed_count)
-                decisions.append(_decision(task.id, d.run_slot, d.attempt, d.backfilled,
-                                           start_at if d.run_slot else None, d.next_slot, d.next_due_at,
-                                           d.coalesced, d.missed_count,
-                                           d.missed_slots[:MISSED_ROWS_PER_TICK], None))
+                    log.warning(
+                        "config %s task %s: %d slot(s) older than the catch-up window recorded as missed",
+                        row["config_id"],
+                        row["name"],
+                        d.missed_count,
+                    )
+                decisions.append(
+                    _decision(
+                        task.id,
+                        d.run_slot,
+                        d.attempt,
+                        d.backfilled,
+                        start_at if d.run_slot else None,
+                        d.next_slot,
+                        d.next_due_at,
+                        d.coalesced,
+                        d.missed_count,
+                        d.missed_slots[:MISSED_ROWS_PER_TICK],
+                        None,
+                    )
+                )
                 if d.run_slot is not None:
                     pending[task.id] = ClaimedRun(
-                        run_id=0, task_id=task.id, config_id=row["config_id"], plugin_id=row["plugin_id"],
-                        plugin_updated_at=row["plugin_updated_at"], task=row["name"], cadence=task.cadence,
-                        cron=task.cron, offset_s=task.offset_s, slot=d.run_slot, attempt=d.attempt,
-                        backfilled=d.backfilled, due_at=start_at, settings=row["settings"], storage={},
-                        next_slot=d.next_slot, task_attempt=d.attempt,
+                        run_id=0,
+                        task_id=task.id,
+                        config_id=row["config_id"],
+                        plugin_id=row["plugin_id"],
+                        plugin_updated_at=row["plugin_updated_at"],
+                        task=row["name"],
+                        cadence=task.cadence,
+                        cron=task.cron,
+                        offset_s=task.offset_s,
+                        slot=d.run_slot,
+                        attempt=d.attempt,
+                        backfilled=d.backfilled,
+                        due_at=start_at,
+                        settings=row["settings"],
+                        storage={},
+                        next_slot=d.next_slot,
+                        task_attempt=d.attempt,
                     )
             for got in q.record_claims(decisions, now):
                 run = pending[got["task_id"]]
@@ -351,13 +425,26 @@ class Supervisor:
         claimed = []
         with q.transaction():
             for row in q.claim_manual(100):
-                claimed.append(ClaimedRun(
-                    run_id=row["id"], task_id=row["task_id"], config_id=row["config_id"],
-                    plugin_id=row["plugin_id"], plugin_updated_at=row["plugin_updated_at"], task=row["task"],
-                    cadence=row["cadence"], cron="", offset_s=0.0, slot=row["slot"], attempt=row["attempt"],
-                    backfilled=False, due_at=self.clock.now(), settings=row["settings"],
-                    storage=row["storage"], manual=True,
-                ))
+                claimed.append(
+                    ClaimedRun(
+                        run_id=row["id"],
+                        task_id=row["task_id"],
+                        config_id=row["config_id"],
+                        plugin_id=row["plugin_id"],
+                        plugin_updated_at=row["plugin_updated_at"],
+                        task=row["task"],
+                        cadence=row["cadence"],
+                        cron="",
+                        offset_s=0.0,
+                        slot=row["slot"],
+                        attempt=row["attempt"],
+                        backfilled=False,
+                        due_at=self.clock.now(),
+                        settings=row["settings"],
+                        storage=row["storage"],
+                        manual=True,
+                    )
+                )
             ready = self._attach_plugins(q, claimed)
         self.dispatcher.add(ready)
 
@@ -385,11 +472,23 @@ class Supervisor:
         metrics.RUN_DURATION.labels(run.cadence).observe(finished.outcome.duration_ms / 1000.0)
         if outcome in metrics.KILL_OUTCOMES:
             metrics.SANDBOX_KILLS.labels(outcome).inc()
-        log.log(logging.INFO if finished.outcome.ok else logging.WARNING,
-                "run %s config %s task %s slot %s: %s in %.0f ms", run.run_id, run.config_id, run.task,
-                iso(run.slot), outcome, finished.outcome.duration_ms,
-                extra={"run_id": run.run_id, "config_id": run.config_id, "task": run.task,
-                       "slot": iso(run.slot), "outcome": outcome})
+        log.log(
+            logging.INFO if finished.outcome.ok else logging.WARNING,
+            "run %s config %s task %s slot %s: %s in %.0f ms",
+            run.run_id,
+            run.config_id,
+            run.task,
+            iso(run.slot),
+            outcome,
+            finished.outcome.duration_ms,
+            extra={
+                "run_id": run.run_id,
+                "config_id": run.config_id,
+                "task": run.task,
+                "slot": iso(run.slot),
+                "outcome": outcome,
+            },
+        )
         if count >= self.settings.flush_batch or (
             (run.backfilled or finished.outcome.outcome != "ok") and run.cadence != "minute"
         ):
@@ -404,8 +503,12 @@ class Supervisor:
     def _flush_due(self, now: float, next_flush: float) -> bool:
         with self._finished_lock:
             n = len(self._finished)
-        return n > 0 and (now >= next_flush or n >= self.settings.flush_batch or self._urgent
-                          or self.stopping.is_set())
+        return n > 0 and (
+            now >= next_flush
+            or n >= self.settings.flush_batch
+            or self._urgent
+            or self.stopping.is_set()
+        )
 
     def _flush(self, q: Queue) -> bool:
         """Record finished runs; True when one of them owes a follow-up run at once."""
@@ -432,29 +535,47 @@ class Supervisor:
         for item in batch:
             run, outcome = item.run, item.outcome
             pointer = _completion(run, outcome.ok, now, self.settings.policy)
-            runs.append({
-                "run_id": run.run_id, "node": self.settings.node_id, "outcome": outcome.outcome,
-                "started_at": item.started_at, "finished_at": item.finished_at,
-                "duration_ms": outcome.duration_ms,
-                "error": outcome.error.__dict__ if outcome.error else None,
-                "result": _capped_result(outcome.result),
-                "logs": [{"level": line.level, "message": line.message} for line in outcome.logs],
-                **pointer,
-            })
+            runs.append(
+                {
+                    "run_id": run.run_id,
+                    "node": self.settings.node_id,
+                    "outcome": outcome.outcome,
+                    "started_at": item.started_at,
+                    "finished_at": item.finished_at,
+                    "duration_ms": outcome.duration_ms,
+                    "error": outcome.error.__dict__ if outcome.error else None,
+                    "result": _capped_result(outcome.result),
+                    "logs": [
+                        {"level": line.level, "message": line.message} for line in outcome.logs
+                    ],
+                    **pointer,
+                }
+            )
             if outcome.ok:
                 for key, value in outcome.storage_writes.items():
                     deletes.pop((run.config_id, key), None)
-                    writes[(run.config_id, key)] = {"run_id": run.run_id, "config_id": run.config_id,
-                                                    "key": key, "value": value}
+                    writes[(run.config_id, key)] = {
+                        "run_id": run.run_id,
+                        "config_id": run.config_id,
+                        "key": key,
+                        "value": value,
+                    }
                 for key in outcome.storage_deletes:
                     writes.pop((run.config_id, key), None)
-                    deletes[(run.config_id, key)] = {"run_id": run.run_id, "config_id": run.config_id,
-                                                     "key": key}
+                    deletes[(run.config_id, key)] = {
+                        "run_id": run.run_id,
+                        "config_id": run.config_id,
+                        "key": key,
+                    }
         for attempt in range(2):
             try:
                 with q.transaction():
-                    q.complete(runs, list(writes.values()), list(deletes.values()),
-                               self.settings.quarantine_after)
+                    q.complete(
+                        runs,
+                        list(writes.values()),
+                        list(deletes.values()),
+                        self.settings.quarantine_after,
+                    )
                 return
             except psycopg.errors.UniqueViolation:
                 # Another node recorded a success for the same slot at the same moment; the retry
@@ -477,28 +598,53 @@ class Supervisor:
             rows = q.runs_of_dead_nodes(self.settings.dead_after_s)
             if rows:
                 known = self._known_run_ids()
-                rows = [r for r in rows if not (r["node"] == self.settings.node_id and r["run_id"] in known)]
+                rows = [
+                    r
+                    for r in rows
+                    if not (r["node"] == self.settings.node_id and r["run_id"] in known)
+                ]
             if not rows:
                 return
             runs = []
             for row in rows:
                 pointer: dict[str, Any] = {"next_slot": None, "next_due_at": None, "attempt": None}
                 if row["is_active"] and row["cadence"]:
-                    task = TaskState(id=row["task_id"], cadence=row["cadence"], cron=row["cron"],
-                                     offset_s=row["offset_s"], next_slot=row["next_slot"],
-                                     attempt=row["task_attempt"], active=True)
-                    decision = schedule.decide_completion(task, row["slot"], row["attempt"], False, now,
-                                                          self.settings.policy)
-                    pointer = {"next_slot": decision.next_slot,
-                               "next_due_at": now if decision.retry else decision.next_due_at,
-                               "attempt": decision.attempt}
-                why = ("an earlier process of this node died" if row["node"] == self.settings.node_id
-                       else f"node {row['node']} stopped heartbeating")
-                runs.append({"run_id": row["run_id"], "node": row["node"], "outcome": "lost",
-                             "started_at": None, "finished_at": now, "duration_ms": None,
-                             "error": {"type": "Lost", "message": why,
-                                       "traceback": []},
-                             "result": None, "logs": [], **pointer})
+                    task = TaskState(
+                        id=row["task_id"],
+                        cadence=row["cadence"],
+                        cron=row["cron"],
+                        offset_s=row["offset_s"],
+                        next_slot=row["next_slot"],
+                        attempt=row["task_attempt"],
+                        active=True,
+                    )
+                    decision = schedule.decide_completion(
+                        task, row["slot"], row["attempt"], False, now, self.settings.policy
+                    )
+                    pointer = {
+                        "next_slot": decision.next_slot,
+                        "next_due_at": now if decision.retry else decision.next_due_at,
+                        "attempt": decision.attempt,
+                    }
+                why = (
+                    "an earlier process of this node died"
+                    if row["node"] == self.settings.node_id
+                    else f"node {row['node']} stopped heartbeating"
+                )
+                runs.append(
+                    {
+                        "run_id": row["run_id"],
+                        "node": row["node"],
+                        "outcome": "lost",
+                        "started_at": None,
+                        "finished_at": now,
+                        "duration_ms": None,
+                        "error": {"type": "Lost", "message": why, "traceback": []},
+                        "result": None,
+                        "logs": [],
+                        **pointer,
+                    }
+                )
             q.complete(runs, [], [], 0)
             q.mark_dead_nodes(self.settings.dead_after_s)
         log.warning("recovered %d run(s) of dead node(s)", len(rows))
@@ -508,11 +654,17 @@ class Supervisor:
         scheduling is never held up for long."""
         from runtime.retention import prune
 
-        done = prune(q.conn, self.settings.runs_retention_days, self.settings.logs_retention_days,
-                     max_batches=20)
+        done = prune(
+            q.conn,
+            self.settings.runs_retention_days,
+            self.settings.logs_retention_days,
+            max_batches=20,
+        )
         q.statements += int(done.get("statements", 0))
         if done.get("runs") or done.get("logs"):
-            log.info("retention: pruned %s run(s) and %s log line(s)", done.get("runs"), done.get("logs"))
+            log.info(
+                "retention: pruned %s run(s) and %s log line(s)", done.get("runs"), done.get("logs")
+            )
 
     # -- reload -----------------------------------------------------------------------------------
     def _reconcile(self, q: Queue) -> None:
@@ -538,7 +690,9 @@ class Supervisor:
                     held = self.dispatcher.take_held(config_id)
                     if held:
                         q.release([r.run_id for r in held], "cancelled", self.clock.now())
-                        log.info("config %s disabled: %d held run(s) cancelled", config_id, len(held))
+                        log.info(
+                            "config %s disabled: %d held run(s) cancelled", config_id, len(held)
+                        )
                 if change.payload.get("op") != "DELETE":
                     sync.add(config_id)
         if sync:
@@ -555,21 +709,49 @@ class Supervisor:
         return bool(sync)
 
 
-def _decision(task_id: int, run_slot: datetime | None, attempt: int, backfilled: bool,
-              due_at: datetime | None, next_slot: datetime, next_due_at: datetime, coalesced: int,
-              missed_count: int, missed_slots: list[datetime], offset_s: float | None) -> dict[str, Any]:
-    return {"task_id": task_id, "run_slot": run_slot, "attempt": attempt, "backfilled": backfilled,
-            "due_at": due_at, "next_slot": next_slot, "next_due_at": next_due_at,
-            "coalesced": coalesced, "missed_count": missed_count, "missed_slots": missed_slots,
-            "offset_s": offset_s}
+def _decision(
+    task_id: int,
+    run_slot: datetime | None,
+    attempt: int,
+    backfilled: bool,
+    due_at: datetime | None,
+    next_slot: datetime,
+    next_due_at: datetime,
+    coalesced: int,
+    missed_count: int,
+    missed_slots: list[datetime],
+    offset_s: float | None,
+) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "run_slot": run_slot,
+        "attempt": attempt,
+        "backfilled": backfilled,
+        "due_at": due_at,
+        "next_slot": next_slot,
+        "next_due_at": next_due_at,
+        "coalesced": coalesced,
+        "missed_count": missed_count,
+        "missed_slots": missed_slots,
+        "offset_s": offset_s,
+    }
 
 
-def _completion(run: ClaimedRun, succeeded: bool, now: datetime, policy: SchedulePolicy) -> dict[str, Any]:
+def _completion(
+    run: ClaimedRun, succeeded: bool, now: datetime, policy: SchedulePolicy
+) -> dict[str, Any]:
     """Where the task's pointer goes after this run (nothing for manual runs)."""
     if run.manual or run.task_id is None:
         return {"next_slot": None, "next_due_at": None, "attempt": None}
-    task = TaskState(id=run.task_id, cadence=run.cadence, cron=run.cron, offset_s=run.offset_s,
-                     next_slot=run.next_slot, attempt=run.task_attempt, active=True)
+    task = TaskState(
+        id=run.task_id,
+        cadence=run.cadence,
+        cron=run.cron,
+        offset_s=run.offset_s,
+        next_slot=run.next_slot,
+        attempt=run.task_attempt,
+        active=True,
+    )
     d = schedule.decide_completion(task, run.slot, run.attempt, succeeded, now, policy)
     return {"next_slot": d.next_slot, "next_due_at": d.next_due_at, "attempt": d.attempt}
 

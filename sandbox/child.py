@@ -25,7 +25,9 @@ def _plugin_traceback(exc: BaseException, filename: str, source: str) -> list[st
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename != filename:
             continue
-        text = lines[frame.lineno - 1].strip() if frame.lineno and frame.lineno <= len(lines) else ""
+        text = (
+            lines[frame.lineno - 1].strip() if frame.lineno and frame.lineno <= len(lines) else ""
+        )
         out.append(f'File "{filename}", line {frame.lineno}, in {frame.name}: {text}')
     return out
 
@@ -95,15 +97,22 @@ def _execute(
         exec(code, glb)
     func = glb.get(task)
     if not callable(func):
-        return {"t": "result", "status": "bad_plugin", "message": f"no function '{task}' in the plugin"}
+        return {
+            "t": "result",
+            "status": "bad_plugin",
+            "message": f"no function '{task}' in the plugin",
+        }
     result = func(meta)
     try:
         encoded = json.dumps(result)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the task returned a value that is not JSON-serialisable: {exc}") from None
     if len(encoded) > MAX_RESULT_BYTES:
-        return {"t": "result", "status": "output_limit",
-                "message": f"result larger than {MAX_RESULT_BYTES} bytes"}
+        return {
+            "t": "result",
+            "status": "output_limit",
+            "message": f"result larger than {MAX_RESULT_BYTES} bytes",
+        }
     return {
         "t": "result",
         "status": "ok",

@@ -92,7 +92,9 @@ class Sandbox:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._io_thread: threading.Thread | None = None
-        self._meta_pool = ThreadPoolExecutor(max_workers=meta_workers, thread_name_prefix="sandbox-meta")
+        self._meta_pool = ThreadPoolExecutor(
+            max_workers=meta_workers, thread_name_prefix="sandbox-meta"
+        )
         self.layers: dict[str, bool] = {}
         self.layer_reasons: dict[str, str] = {}
         self._hello = threading.Event()
@@ -112,22 +114,38 @@ class Sandbox:
         package_root = str(Path(__file__).resolve().parent.parent)
         # A clean environment: nothing of the supervisor's (database URL, secrets) reaches the
         # fork server, so no child can ever see it.
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": package_root,
-               "PYTHONDONTWRITEBYTECODE": "1"}
-        args = [sys.executable, "-c", "from sandbox.forkserver import main; main()",
-                "--fd", str(theirs.fileno())]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": package_root,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        args = [
+            sys.executable,
+            "-c",
+            "from sandbox.forkserver import main; main()",
+            "--fd",
+            str(theirs.fileno()),
+        ]
         if not self._netns:
             args.append("--no-netns")
         if self._allow_unrestricted:
             args.append("--allow-unrestricted")
         self._hello.clear()
-        self._proc = subprocess.Popen(args, pass_fds=(theirs.fileno(),), env=env, close_fds=True,
-                                      stdin=subprocess.DEVNULL, cwd="/")
+        self._proc = subprocess.Popen(
+            args,
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            close_fds=True,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+        )
         theirs.close()
         self._control = ours
         self._sent_plugins = set()
-        self._io_thread = threading.Thread(target=self._io_loop, args=(ours, self._proc),
-                                           name="sandbox-io", daemon=True)
+        self._io_thread = threading.Thread(
+            target=self._io_loop, args=(ours, self._proc), name="sandbox-io", daemon=True
+        )
         self._io_thread.start()
 
     def close(self) -> None:
@@ -182,9 +200,14 @@ class Sandbox:
             "memory_mb": int(request.limits.memory_mb or DEFAULT_LIMITS.memory_mb or 256),
         }
         # What the fork server sees: which code, which function, which limits. No run data.
-        spec: dict[str, Any] = {"plugin_key": key, "plugin_name": plugin.name, "filename": filename,
-                                "task": request.task, "limits": limits,
-                                "unrestricted": request.unrestricted_source is not None}
+        spec: dict[str, Any] = {
+            "plugin_key": key,
+            "plugin_name": plugin.name,
+            "filename": filename,
+            "task": request.task,
+            "limits": limits,
+            "unrestricted": request.unrestricted_source is not None,
+        }
         # What only the child sees, after it has entered the jail.
         start = {
             "t": "start",
@@ -197,7 +220,9 @@ class Sandbox:
                 "attempt": request.run.attempt,
                 "backfilled": request.run.backfilled,
                 "run_id": request.run.run_id,
-                "deadline": (datetime.now(UTC) + timedelta(seconds=limits["timeout_s"])).isoformat(),
+                "deadline": (
+                    datetime.now(UTC) + timedelta(seconds=limits["timeout_s"])
+                ).isoformat(),
             },
         }
         if request.unrestricted_source is not None:
@@ -217,8 +242,11 @@ class Sandbox:
                     raise OSError("sandbox closed")
                 self._runs[run.run_id] = run
                 self._new.append(run)
-                socket.send_fds(control, [protocol.encode({"t": "run", "id": run.run_id, "spec": spec})],
-                                [theirs.fileno()])
+                socket.send_fds(
+                    control,
+                    [protocol.encode({"t": "run", "id": run.run_id, "spec": spec})],
+                    [theirs.fileno()],
+                )
         except OSError as exc:
             with self._lock:
                 self._runs.pop(run.run_id, None)
@@ -279,7 +307,9 @@ class Sandbox:
         for run in pending:
             run.sock.close()
             if not run.future.done():
-                run.future.set_result(_failed(CRASHED, "SandboxError", "the sandbox fork server died"))
+                run.future.set_result(
+                    _failed(CRASHED, "SandboxError", "the sandbox fork server died")
+                )
 
     def _grace_timeout(self) -> float | None:
         with self._lock:
@@ -319,8 +349,11 @@ class Sandbox:
         for frame in frames:
             t = frame.get("t")
             if t == "log" and run.result is None:
-                run.logs.append(LogLine(level=str(frame.get("level", "info")),
-                                        message=str(frame.get("message", ""))))
+                run.logs.append(
+                    LogLine(
+                        level=str(frame.get("level", "info")), message=str(frame.get("message", ""))
+                    )
+                )
             elif t == "call":
                 if frame.get("op") == "fetch":
                     run.fetch_calls.append(dict(frame.get("args") or {}))
@@ -348,8 +381,15 @@ class Sandbox:
     def _finish_ready(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()
         with self._lock:
-            done = [r for r in self._runs.values() if r.exit is not None and (
-                r.closed or (r.exit_seen_at is not None and now >= r.exit_seen_at + EXIT_GRACE_S))]
+            done = [
+                r
+                for r in self._runs.values()
+                if r.exit is not None
+                and (
+                    r.closed
+                    or (r.exit_seen_at is not None and now >= r.exit_seen_at + EXIT_GRACE_S)
+                )
+            ]
             for run in done:
                 del self._runs[run.run_id]
         for run in done:
@@ -386,17 +426,25 @@ def _failed(outcome: str, kind: str, message: str) -> Outcome:
     return Outcome(outcome=outcome, error=_err(kind, message))
 
 
-_LIMIT_NAMES = {"memory_limit": "MemoryLimit", "output_limit": "OutputLimit",
-                "bad_plugin": "BadPlugin", "crashed": "Crashed"}
+_LIMIT_NAMES = {
+    "memory_limit": "MemoryLimit",
+    "output_limit": "OutputLimit",
+    "bad_plugin": "BadPlugin",
+    "crashed": "Crashed",
+}
 
 
 def _compose(run: _Run) -> Outcome:
     """One outcome from what the child said and how the fork server saw it end."""
     exit_info = run.exit or {}
-    out = Outcome(outcome=CRASHED, logs=run.logs, fetch_calls=run.fetch_calls,
-                  duration_ms=float(exit_info.get("duration_ms", 0.0)),
-                  cpu_ms=float(exit_info.get("cpu_ms", 0.0)),
-                  max_rss_kb=int(exit_info.get("max_rss_kb", 0)))
+    out = Outcome(
+        outcome=CRASHED,
+        logs=run.logs,
+        fetch_calls=run.fetch_calls,
+        duration_ms=float(exit_info.get("duration_ms", 0.0)),
+        cpu_ms=float(exit_info.get("cpu_ms", 0.0)),
+        max_rss_kb=int(exit_info.get("max_rss_kb", 0)),
+    )
     if "bad_plugin" in exit_info:
         out.outcome, out.error = "bad_plugin", _err("PluginCodeError", str(exit_info["bad_plugin"]))
         return out
@@ -410,11 +458,15 @@ def _compose(run: _Run) -> Outcome:
     res = run.result
     if killed_for == "timeout":
         out.outcome = "timeout"
-        out.error = _err("Timeout", f"wall time above {float(exit_info.get('timeout_s', 0)):g} s; killed")
+        out.error = _err(
+            "Timeout", f"wall time above {float(exit_info.get('timeout_s', 0)):g} s; killed"
+        )
     elif killed_for == "output_limit" or run.overflow:
         out.outcome = "output_limit"
         out.error = _err("OutputLimit", "a frame from the child exceeded the size cap; killed")
-    elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and out.cpu_ms >= run.cpu_s * 1000.0 * 0.95):
+    elif sig == signal.SIGXCPU or (
+        sig == signal.SIGKILL and out.cpu_ms >= run.cpu_s * 1000.0 * 0.95
+    ):
         out.outcome = "cpu_limit"
         out.error = _err("CpuLimit", f"CPU time above {run.cpu_s:g} s; killed")
     elif res is not None and res.get("status") in ("ok", "error", *_LIMIT_NAMES):
@@ -426,13 +478,19 @@ def _compose(run: _Run) -> Outcome:
             out.storage_deletes = list(res.get("deletes") or [])
         elif kind == "error":
             error = res.get("error") or {}
-            out.error = ErrorInfo(type=str(error.get("type", "")), message=str(error.get("message", "")),
-                                  traceback=[str(x) for x in error.get("traceback", [])])
+            out.error = ErrorInfo(
+                type=str(error.get("type", "")),
+                message=str(error.get("message", "")),
+                traceback=[str(x) for x in error.get("traceback", [])],
+            )
         else:
             out.error = _err(_LIMIT_NAMES[kind], str(res.get("message", "")))
     else:
-        how = (f"killed by signal {signal.Signals(sig).name}" if sig
-               else f"exited with status {os.WEXITSTATUS(status)} without a result")
+        how = (
+            f"killed by signal {signal.Signals(sig).name}"
+            if sig
+            else f"exited with status {os.WEXITSTATUS(status)} without a result"
+        )
         out.error = _err("Crashed", how)
     return out
 

@@ -63,8 +63,14 @@ class ForkServer:
 
     def serve(self) -> None:
         self.selector.register(self.control, selectors.EVENT_READ, None)
-        self.send({"t": "hello", "layers": self.plan.layers, "reasons": self.plan.reasons,
-                   "pid": os.getpid()})
+        self.send(
+            {
+                "t": "hello",
+                "layers": self.plan.layers,
+                "reasons": self.plan.reasons,
+                "pid": os.getpid(),
+            }
+        )
         while True:
             for key, _ in self.selector.select(self._next_timeout()):
                 if key.data is None:
@@ -127,20 +133,36 @@ class ForkServer:
         if pid == 0:  # the child: never returns
             gc.disable()
             try:
-                self.plan.enter(channel_fd, timeout_s=limits["timeout_s"], cpu_s=limits["cpu_s"],
-                                memory_mb=limits["memory_mb"], run_seq=self.run_seq)
+                self.plan.enter(
+                    channel_fd,
+                    timeout_s=limits["timeout_s"],
+                    cpu_s=limits["cpu_s"],
+                    memory_mb=limits["memory_mb"],
+                    run_seq=self.run_seq,
+                )
                 run_child(socket.socket(fileno=channel_fd), code, spec, source, self.import_guard)
             except BaseException as exc:
                 try:
-                    protocol.send(socket.socket(fileno=channel_fd),
-                                  {"t": "result", "status": "crashed", "message": f"jail setup failed: {exc!r}"})
+                    protocol.send(
+                        socket.socket(fileno=channel_fd),
+                        {
+                            "t": "result",
+                            "status": "crashed",
+                            "message": f"jail setup failed: {exc!r}",
+                        },
+                    )
                 finally:
                     os._exit(70)
             os._exit(0)
         os.close(channel_fd)
         pidfd = os.pidfd_open(pid)
-        run = ActiveRun(run_id=run_id, pid=pid, pidfd=pidfd, started=started,
-                        deadline=started + limits["timeout_s"])
+        run = ActiveRun(
+            run_id=run_id,
+            pid=pid,
+            pidfd=pidfd,
+            started=started,
+            deadline=started + limits["timeout_s"],
+        )
         self.runs[run_id] = run
         self.by_pid[pid] = run
         self.selector.register(pidfd, selectors.EVENT_READ, run)
@@ -157,16 +179,18 @@ class ForkServer:
         del self.runs[run.run_id]
         self.by_pid.pop(run.pid, None)
         self._reap_orphans()
-        self.send({
-            "t": "exit",
-            "id": run.run_id,
-            "status": status,
-            "killed_for": run.killed_for,
-            "duration_ms": round((ended - run.started) * 1000.0, 3),
-            "cpu_ms": round((rusage.ru_utime + rusage.ru_stime) * 1000.0, 3) if rusage else 0.0,
-            "max_rss_kb": int(rusage.ru_maxrss) if rusage else 0,
-            "timeout_s": run.deadline - run.started,
-        })
+        self.send(
+            {
+                "t": "exit",
+                "id": run.run_id,
+                "status": status,
+                "killed_for": run.killed_for,
+                "duration_ms": round((ended - run.started) * 1000.0, 3),
+                "cpu_ms": round((rusage.ru_utime + rusage.ru_stime) * 1000.0, 3) if rusage else 0.0,
+                "max_rss_kb": int(rusage.ru_maxrss) if rusage else 0,
+                "timeout_s": run.deadline - run.started,
+            }
+        )
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()

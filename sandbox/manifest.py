@@ -120,7 +120,9 @@ def validate_cron(expression: Any, field_name: str) -> str:
     if not isinstance(expression, str):
         raise _fail(field_name, "must be a cron expression string")
     if len(expression.split()) != 5:
-        raise _fail(field_name, f"'{expression}' must have exactly 5 fields (minute hour day month weekday)")
+        raise _fail(
+            field_name, f"'{expression}' must have exactly 5 fields (minute hour day month weekday)"
+        )
     if not croniter.is_valid(expression):
         raise _fail(field_name, f"'{expression}' is not a valid cron expression")
     return expression
@@ -148,7 +150,9 @@ def parse_manifest(data: Any) -> Manifest:
 
     schema_raw = data.get("config_schema", {})
     if not isinstance(schema_raw, dict):
-        raise _fail("config_schema", "must be an object of setting name -> {type, required, secret}")
+        raise _fail(
+            "config_schema", "must be an object of setting name -> {type, required, secret}"
+        )
     schema: dict[str, ConfigField] = {}
     for key, spec in schema_raw.items():
         where = f"config_schema.{key}"
@@ -181,7 +185,9 @@ def parse_manifest(data: Any) -> Manifest:
         if not _IDENT_RE.match(fn):
             raise _fail(f"schedules.{fn}", "must name a function (an identifier)")
         if fn in CADENCE_FUNCTIONS:
-            raise _fail(f"schedules.{fn}", "is already scheduled by its name; remove it from schedules")
+            raise _fail(
+                f"schedules.{fn}", "is already scheduled by its name; remove it from schedules"
+            )
         schedules[fn] = validate_cron(expr, f"schedules.{fn}")
 
     hosts_raw = data.get("allowed_hosts", [])
@@ -193,9 +199,13 @@ def parse_manifest(data: Any) -> Manifest:
         raise _fail("limits", "must be an object with timeout_s, cpu_s, memory_mb")
     extra = set(limits_raw) - {"timeout_s", "cpu_s", "memory_mb"}
     if extra:
-        raise _fail(f"limits.{sorted(extra)[0]}", "unknown limit (known: timeout_s, cpu_s, memory_mb)")
+        raise _fail(
+            f"limits.{sorted(extra)[0]}", "unknown limit (known: timeout_s, cpu_s, memory_mb)"
+        )
     limits = Limits(
-        timeout_s=_number(limits_raw["timeout_s"], "limits.timeout_s") if "timeout_s" in limits_raw else None,
+        timeout_s=_number(limits_raw["timeout_s"], "limits.timeout_s")
+        if "timeout_s" in limits_raw
+        else None,
         cpu_s=_number(limits_raw["cpu_s"], "limits.cpu_s") if "cpu_s" in limits_raw else None,
         memory_mb=int(_number(limits_raw["memory_mb"], "limits.memory_mb", integer=True))
         if "memory_mb" in limits_raw
@@ -221,9 +231,7 @@ def defined_functions(source: str, filename: str = "main.py") -> set[str]:
     except SyntaxError as exc:
         raise ManifestError(f"{filename}, line {exc.lineno}: syntax error: {exc.msg}") from exc
     return {
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }
 
 

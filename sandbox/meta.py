@@ -49,8 +49,13 @@ class Channel:
         self.log_bytes += len(message)
         if self.log_lines > MAX_LOG_LINES or self.log_bytes > MAX_LOG_BYTES:
             # Stop at once: the plugin cannot catch its way past an output flood.
-            self.send({"t": "result", "status": "output_limit",
-                       "message": f"more than {MAX_LOG_LINES} log lines or {MAX_LOG_BYTES} bytes"})
+            self.send(
+                {
+                    "t": "result",
+                    "status": "output_limit",
+                    "message": f"more than {MAX_LOG_LINES} log lines or {MAX_LOG_BYTES} bytes",
+                }
+            )
             os._exit(0)
         self.send({"t": "log", "level": level, "message": message})
 
@@ -68,8 +73,10 @@ class Channel:
             for frame in protocol.recv(self.sock, self.reader):
                 if frame.get("t") == "reply" and frame.get("call") == self._call_seq:
                     if frame.get("error"):
-                        raise FetchError(str(frame["error"])) if op == "fetch" else RuntimeError(
-                            str(frame["error"])
+                        raise (
+                            FetchError(str(frame["error"]))
+                            if op == "fetch"
+                            else RuntimeError(str(frame["error"]))
                         )
                     return frame.get("value")
 
@@ -136,7 +143,11 @@ class Cache:
         self._channel.call("cache", action="set", key=str(key), value=value, ttl_s=float(ttl_s))
 
     def incr(self, key: str, by: int = 1, ttl_s: float = 60.0) -> int:
-        return int(self._channel.call("cache", action="incr", key=str(key), value=int(by), ttl_s=float(ttl_s)))
+        return int(
+            self._channel.call(
+                "cache", action="incr", key=str(key), value=int(by), ttl_s=float(ttl_s)
+            )
+        )
 
     def delete(self, key: str) -> None:
         self._channel.call("cache", action="delete", key=str(key))
@@ -217,8 +228,12 @@ class Meta:
         if body is not None and not isinstance(body, str):
             body = json.dumps(body)
         value = self._channel.call(
-            "fetch", url=str(url), method=str(method).upper(), headers=dict(headers or {}),
-            body=body, timeout_s=float(timeout_s),
+            "fetch",
+            url=str(url),
+            method=str(method).upper(),
+            headers=dict(headers or {}),
+            body=body,
+            timeout_s=float(timeout_s),
         )
         return Response(value)
 

@@ -156,7 +156,9 @@ def check_imports(tree: ast.AST, filename: str, allowed: Iterable[str] = ALLOWED
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                raise PluginCodeError(f"{filename}, line {node.lineno}: relative imports are not allowed")
+                raise PluginCodeError(
+                    f"{filename}, line {node.lineno}: relative imports are not allowed"
+                )
             names = [node.module or ""]
         for name in names:
             if name not in allowed_set:
@@ -201,7 +203,9 @@ def guarded_getattr(obj: Any, name: str, default: Any = None, *args: Any) -> Any
     if name.startswith("_"):
         raise SecurityError(f"access to private attribute '{name}' is not allowed")
     if name in _FORMAT_METHODS and _is_formatter(obj):
-        raise SecurityError(f"str.{name} is not allowed (its fields can walk attributes); use f-strings")
+        raise SecurityError(
+            f"str.{name} is not allowed (its fields can walk attributes); use f-strings"
+        )
     if isinstance(obj, _FRAME_TYPES) and name not in {"__name__"}:
         # Generators, frames and functions lead to code objects and real globals.
         raise SecurityError(f"access to '{name}' on {type(obj).__name__} objects is not allowed")
@@ -264,7 +268,73 @@ def guarded_inplacevar(op: str, x: Any, y: Any) -> Any:
         raise SecurityError(f"operator {op} is not allowed") from None
 
 
-_SAFE_BUILTIN_NAMES = ["abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr", "complex", "dict", "divmod", "enumerate", "filter", "float", "frozenset", "hash", "hex", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip", "ArithmeticError", "AssertionError", "AttributeError", "Exception", "IndexError", "KeyError", "LookupError", "NameError", "NotImplementedError", "OverflowError", "RecursionError", "RuntimeError", "StopIteration", "TypeError", "UnicodeError", "ValueError", "ZeroDivisionError", "MemoryError", "ImportError", "True", "False", "None"]
+_SAFE_BUILTIN_NAMES = [
+    "abs",
+    "all",
+    "any",
+    "ascii",
+    "bin",
+    "bool",
+    "bytearray",
+    "bytes",
+    "callable",
+    "chr",
+    "complex",
+    "dict",
+    "divmod",
+    "enumerate",
+    "filter",
+    "float",
+    "frozenset",
+    "hash",
+    "hex",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "oct",
+    "ord",
+    "pow",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "slice",
+    "sorted",
+    "str",
+    "sum",
+    "tuple",
+    "zip",
+    "ArithmeticError",
+    "AssertionError",
+    "AttributeError",
+    "Exception",
+    "IndexError",
+    "KeyError",
+    "LookupError",
+    "NameError",
+    "NotImplementedError",
+    "OverflowError",
+    "RecursionError",
+    "RuntimeError",
+    "StopIteration",
+    "TypeError",
+    "UnicodeError",
+    "ValueError",
+    "ZeroDivisionError",
+    "MemoryError",
+    "ImportError",
+    "True",
+    "False",
+    "None",
+]
 
 
 def make_builtins(import_guard: ImportGuard) -> dict[str, Any]:

@@ -28,8 +28,12 @@ class FetchRefused(Exception):
 
 def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-        or ip.is_reserved or ip.is_unspecified
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
     )
 
 
@@ -45,7 +49,9 @@ class HttpFetcher:
         host = (parts.hostname or "").lower()
         allowed = request.plugin.manifest.allowed_hosts
         if host not in allowed:
-            raise FetchRefused(f"host {host!r} is not in the plugin's allowed_hosts {list(allowed)}")
+            raise FetchRefused(
+                f"host {host!r} is not in the plugin's allowed_hosts {list(allowed)}"
+            )
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -15,10 +15,23 @@ from runtime.testing.fleet import Fleet
 
 
 def test_kills_and_pauses_break_no_invariant(postgres_server_url: str, tmp_path: Path) -> None:
-    report = run_chaos(ChaosOptions(
-        server_url=postgres_server_url, nodes=2, configs=40, duration_s=20, time_scale=600,
-        kill_every_s=6, pause_every_s=8, pause_s=2, db_outage_s=0, settle_s=12, seed=1,
-        workdir=tmp_path, log=lambda _: None))
+    report = run_chaos(
+        ChaosOptions(
+            server_url=postgres_server_url,
+            nodes=2,
+            configs=40,
+            duration_s=20,
+            time_scale=600,
+            kill_every_s=6,
+            pause_every_s=8,
+            pause_s=2,
+            db_outage_s=0,
+            settle_s=12,
+            seed=1,
+            workdir=tmp_path,
+            log=lambda _: None,
+        )
+    )
     kinds = {f.kind for f in report.faults}
     assert {"kill", "pause"} <= kinds
     assert report.expected_slots > 40, "hourly slots passed during the run"
@@ -28,11 +41,36 @@ def test_kills_and_pauses_break_no_invariant(postgres_server_url: str, tmp_path:
 
 def test_chaos_command_with_database_outage_and_clock_jump(postgres_server_url: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime", "chaos", "--database-url", postgres_server_url,
-         "--nodes", "2", "--configs", "30", "--duration", "20", "--time-scale", "600",
-         "--kill-every", "0", "--db-outage", "6", "--clock-jump", "120", "--settle", "12",
-         "--seed", "2"],
-        capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "chaos",
+            "--database-url",
+            postgres_server_url,
+            "--nodes",
+            "2",
+            "--configs",
+            "30",
+            "--duration",
+            "20",
+            "--time-scale",
+            "600",
+            "--kill-every",
+            "0",
+            "--db-outage",
+            "6",
+            "--clock-jump",
+            "120",
+            "--settle",
+            "12",
+            "--seed",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "invariants: ok", proc.stdout + proc.stderr[-3000:]
     assert proc.returncode == 0
@@ -40,9 +78,13 @@ def test_chaos_command_with_database_outage_and_clock_jump(postgres_server_url: 
     assert "database cut off" in proc.stderr
 
 
-def test_the_invariant_check_reports_skipped_and_duplicated_slots(database_url: str, tmp_path: Path) -> None:
+def test_the_invariant_check_reports_skipped_and_duplicated_slots(
+    database_url: str, tmp_path: Path
+) -> None:
     # A runs table with one skipped and one duplicated hourly slot: the check must say BROKEN.
-    fleet = Fleet(database_url, tmp_path, time_scale=1.0, start_time=datetime(2026, 1, 1, tzinfo=UTC))
+    fleet = Fleet(
+        database_url, tmp_path, time_scale=1.0, start_time=datetime(2026, 1, 1, tzinfo=UTC)
+    )
     fleet.install(PLUGINS_DIR / "chaos_hourly")
     (config_id,) = fleet.create_configs("chaos_hourly", 1)
     task_id = fleet.query("SELECT id FROM plugin_runtime.tasks")[0]["id"]
@@ -54,10 +96,21 @@ def test_the_invariant_check_reports_skipped_and_duplicated_slots(database_url: 
             fleet.query(
                 "INSERT INTO plugin_runtime.runs (task_id, config_id, task, slot, state, outcome, "
                 "started_at, finished_at) VALUES (%s, %s, 'run_every_hour', %s, 'done', 'ok', %s, %s)",
-                (task_id, config_id, t0 + timedelta(hours=hour), t0 + timedelta(hours=hour),
-                 t0 + timedelta(hours=hour, seconds=1)))
+                (
+                    task_id,
+                    config_id,
+                    t0 + timedelta(hours=hour),
+                    t0 + timedelta(hours=hour),
+                    t0 + timedelta(hours=hour, seconds=1),
+                ),
+            )
     report = ChaosReport()
-    _check(fleet, report, horizon=t0 + timedelta(hours=3, minutes=30), end_sched=t0 + timedelta(hours=4))
+    _check(
+        fleet,
+        report,
+        horizon=t0 + timedelta(hours=3, minutes=30),
+        end_sched=t0 + timedelta(hours=4),
+    )
     assert report.skipped == [(task_id, t0 + timedelta(hours=1))]
     assert report.duplicates == [(task_id, t0 + timedelta(hours=2))]
     assert report.lines()[-1] == "invariants: BROKEN (skipped slots, duplicate slots)"
@@ -65,6 +118,10 @@ def test_the_invariant_check_reports_skipped_and_duplicated_slots(database_url: 
 
 @pytest.mark.parametrize("args", [["--db-outage", "30", "--duration", "20"]])
 def test_chaos_refuses_bad_options(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "runtime", "chaos", *args],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime", "chaos", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "--db-outage must be shorter" in proc.stderr

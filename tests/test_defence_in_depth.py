@@ -93,7 +93,10 @@ def attack(
     """Run `body` (which defines run_every_minute(meta)) as plain Python in the jail."""
     source = PRELUDE + textwrap.dedent(body)
     request = RunRequest(
-        plugin=plugin, task="run_every_minute", limits=limits, config=config or {},
+        plugin=plugin,
+        task="run_every_minute",
+        limits=limits,
+        config=config or {},
         unrestricted_source=source,
     )
     return sb.run(request)
@@ -145,10 +148,16 @@ def assert_fork_server_healthy(sb: Sandbox, plugin: Plugin, pid: int | None) -> 
 def test_the_harness_sees_an_attack_succeed(sandbox: Sandbox, plugin: Plugin) -> None:
     """A positive control: unrestricted code really is unrestricted (it can import os, call
     getpid, make an AF_UNIX socket), so every "denied" below is the jail's doing."""
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         def run_every_minute(meta):
             return {"pid": attempt(os.getpid), "unix": attempt(lambda: socket.socket(socket.AF_UNIX).close())}
-    """))
+    """,
+        )
+    )
     assert report["pid"].startswith("ok ") and report["unix"] == "ok None"
 
 
@@ -158,7 +167,10 @@ def test_the_harness_sees_an_attack_succeed(sandbox: Sandbox, plugin: Plugin) ->
 def test_no_secret_in_the_environment(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "clean_env")
     assert os.environ["PLUGIN_RUNTIME_DATABASE_URL"] == SECRET_URL  # the test process has it
-    outcome = attack(sandbox, plugin, """
+    outcome = attack(
+        sandbox,
+        plugin,
+        """
         def raw_environ():  # libc's own char **environ, not Python's copy
             env = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ")
             out = []
@@ -177,7 +189,9 @@ def test_no_secret_in_the_environment(sandbox: Sandbox, plugin: Plugin) -> None:
                 "proc_supervisor_environ": attempt(lambda: open(f"/proc/{pid}/environ", "rb").read()),
                 "proc_supervisor_cmdline": attempt(lambda: open(f"/proc/{pid}/cmdline", "rb").read()),
             }
-    """, config={"supervisor_pid": os.getpid()})
+    """,
+        config={"supervisor_pid": os.getpid()},
+    )
     report = results(outcome)
     assert report.pop("environ") == {}
     assert report.pop("getenv") is None
@@ -228,8 +242,9 @@ def run_every_minute(meta):
 
 def test_other_configs_secrets_not_in_a_later_child(sandbox: Sandbox, plugin: Plugin) -> None:
     other = f"api-key-of-another-config-{uuid.uuid4().hex}"
-    honest = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute", limits=LIMITS,
-                                    config={"api_key": other}))
+    honest = sandbox.run(
+        RunRequest(plugin=plugin, task="run_every_minute", limits=LIMITS, config={"api_key": other})
+    )
     assert honest.outcome == "ok"
     report = results(attack(sandbox, plugin, SCAN_MEMORY, config={"reversed": other[::-1]}))
     assert report["hits"] == 1, report
@@ -239,7 +254,11 @@ def test_no_inherited_file_descriptors(sandbox: Sandbox, plugin: Plugin) -> None
     """Only the run's own channel to the fork server is open: not the supervisor's files, not
     its control socket, not stdin/stdout/stderr."""
     require(sandbox, "session")
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         import stat
         def run_every_minute(meta):
             open_fds = {}
@@ -250,7 +269,9 @@ def test_no_inherited_file_descriptors(sandbox: Sandbox, plugin: Plugin) -> None
                     continue
                 open_fds[str(fd)] = "socket" if stat.S_ISSOCK(st.st_mode) else oct(st.st_mode)
             return {"fds": open_fds, "proc_fd": attempt(lambda: os.listdir("/proc/self/fd"))}
-    """))
+    """,
+        )
+    )
     assert len(report["fds"]) == 1, report["fds"]
     assert list(report["fds"].values()) == ["socket"]
     assert report["proc_fd"].startswith("denied")
@@ -259,7 +280,11 @@ def test_no_inherited_file_descriptors(sandbox: Sandbox, plugin: Plugin) -> None
 def test_cannot_kill_the_fork_server_or_the_supervisor(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "seccomp")
     fork_server = sandbox.fork_server_pid
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         import signal
         def run_every_minute(meta):
             ppid, test_pid = os.getppid(), meta.config["test_pid"]
@@ -273,14 +298,21 @@ def test_cannot_kill_the_fork_server_or_the_supervisor(sandbox: Sandbox, plugin:
                 "sigqueue_parent": attempt(lambda: sys_call(libc.sigqueue, ppid, 9, 0)),
                 "stop_parent": attempt(lambda: os.kill(ppid, signal.SIGSTOP)),
             }
-    """, config={"test_pid": os.getpid()}))
+    """,
+            config={"test_pid": os.getpid()},
+        )
+    )
     assert_all_denied(report)
     assert_fork_server_healthy(sandbox, plugin, fork_server)
 
 
 def test_runs_get_an_unprivileged_uid(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "uid_drop", "no_new_privs")
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         def run_every_minute(meta):
             return {
                 "uid": os.getresuid(), "gid": os.getresgid(), "groups": os.getgroups(),
@@ -289,7 +321,9 @@ def test_runs_get_an_unprivileged_uid(sandbox: Sandbox, plugin: Plugin) -> None:
                 "setgid_root": attempt(lambda: os.setgid(0)),
                 "no_new_privs": sys_call(libc.prctl, 39, 0, 0, 0, 0),
             }
-    """))
+    """,
+        )
+    )
     uid = report.pop("uid")
     assert uid[0] == uid[1] == uid[2] and uid[0] != 0 and uid[0] != os.getuid()
     assert 0 not in report.pop("gid")
@@ -358,8 +392,13 @@ def test_fork_double_fork_and_setsid_leave_nothing_behind(sandbox: Sandbox, plug
 def test_timeout_kills_the_whole_tree(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "watchdog")
     started = time.monotonic()
-    outcome = attack(sandbox, plugin, FORK_TREE, config={"hang": True},
-                     limits=Limits(timeout_s=1.5, cpu_s=5.0, memory_mb=256))
+    outcome = attack(
+        sandbox,
+        plugin,
+        FORK_TREE,
+        config={"hang": True},
+        limits=Limits(timeout_s=1.5, cpu_s=5.0, memory_mb=256),
+    )
     assert outcome.outcome == "timeout", outcome
     assert time.monotonic() - started < 5
     # The run logged its descendants' pids before it hung.
@@ -372,51 +411,80 @@ def test_timeout_kills_the_whole_tree(sandbox: Sandbox, plugin: Plugin) -> None:
 def test_memory_bomb_ends_in_memory_limit(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "rlimits")
     small = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=128)
-    one_block = attack(sandbox, plugin, """
+    one_block = attack(
+        sandbox,
+        plugin,
+        """
         def run_every_minute(meta):
             return len(bytearray(1 << 30))
-    """, limits=small)
+    """,
+        limits=small,
+    )
     assert one_block.outcome == "memory_limit", one_block
-    growing = attack(sandbox, plugin, """
+    growing = attack(
+        sandbox,
+        plugin,
+        """
         def run_every_minute(meta):
             hoard = []
             while True:
                 hoard.append(bytearray(1 << 20))
-    """, limits=small)
+    """,
+        limits=small,
+    )
     assert growing.outcome == "memory_limit", growing
-    native = attack(sandbox, plugin, """
+    native = attack(
+        sandbox,
+        plugin,
+        """
         def run_every_minute(meta):
             return {"malloc": libc.malloc(ctypes.c_size_t(1 << 30)) or 0}
-    """, limits=small)
+    """,
+        limits=small,
+    )
     assert results(native) == {"malloc": 0}  # malloc fails: the address space is capped
 
 
 def test_cpu_loop_ends_in_cpu_limit(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "rlimits")
     one_second = Limits(timeout_s=15.0, cpu_s=1.0, memory_mb=256)
-    loop = attack(sandbox, plugin, """
+    loop = attack(
+        sandbox,
+        plugin,
+        """
         def run_every_minute(meta):
             while True:
                 pass
-    """, limits=one_second)
+    """,
+        limits=one_second,
+    )
     assert loop.outcome == "cpu_limit", loop
     assert loop.duration_ms < 5000
     # Ignoring SIGXCPU does not help: the hard limit one second later is a SIGKILL.
-    stubborn = attack(sandbox, plugin, """
+    stubborn = attack(
+        sandbox,
+        plugin,
+        """
         import signal
         def run_every_minute(meta):
             signal.signal(signal.SIGXCPU, signal.SIG_IGN)
             raised = attempt(lambda: __import__("resource").setrlimit(0, (100, 100)))
             while True:
                 pass
-    """, limits=one_second)
+    """,
+        limits=one_second,
+    )
     assert stubborn.outcome == "cpu_limit", stubborn
     assert stubborn.duration_ms < 6000
 
 
 def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "rlimits", "uid_drop")  # RLIMIT_NPROC does not bind root
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         def run_every_minute(meta):
             pids, error = [], None
             for _ in range(500):
@@ -430,7 +498,9 @@ def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
                     os._exit(0)
                 pids.append(pid)
             return {"forked": len(pids), "error": error, "pids": pids}
-    """))
+    """,
+        )
+    )
     assert report["error"] == "EAGAIN"
     assert report["forked"] < NPROC_PER_RUN
     assert wait_gone(report["pids"]) == []
@@ -438,7 +508,11 @@ def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
 
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "rlimits")
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         def run_every_minute(meta):
             held = []
             try:
@@ -447,14 +521,20 @@ def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
             except OSError as exc:
                 return {"opened": len(held), "error": errno.errorcode.get(exc.errno)}
             return {"opened": len(held), "error": None}
-    """))
+    """,
+        )
+    )
     assert report["error"] == "EMFILE"
     assert report["opened"] <= NOFILE_PER_RUN
 
 
 def test_state_does_not_survive_a_run(sandbox: Sandbox, plugin: Plugin) -> None:
     """A monkey-patch, a module global, an environment variable: gone in the next child."""
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         import builtins, math
         def run_every_minute(meta):
             math.sqrt = lambda x: "patched"
@@ -462,14 +542,22 @@ def test_state_does_not_survive_a_run(sandbox: Sandbox, plugin: Plugin) -> None:
             sys.modules["sandbox.meta"].MAX_LOG_LINES = 10 ** 9
             os.environ["LEFT_BEHIND"] = "1"
             return {"sqrt": math.sqrt(4)}
-    """))
+    """,
+        )
+    )
     assert report == {"sqrt": "patched"}
-    after = results(attack(sandbox, plugin, """
+    after = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         import builtins, math
         def run_every_minute(meta):
             return {"sqrt": math.sqrt(4), "cap": sys.modules["sandbox.meta"].MAX_LOG_LINES,
                     "env": dict(os.environ), "builtin": hasattr(builtins, "LEFT_BEHIND")}
-    """))
+    """,
+        )
+    )
     assert after == {"sqrt": 2.0, "cap": 1000, "env": {}, "builtin": False}
 
 
@@ -477,13 +565,17 @@ def test_a_forged_frame_is_an_output_limit(sandbox: Sandbox, plugin: Plugin) -> 
     """The child speaks JSON frames to the fork server: a forged huge frame header ends the run
     as output_limit and nothing else (the fork server never unpickles, never trusts a size)."""
     fork_server = sandbox.fork_server_pid
-    outcome = attack(sandbox, plugin, """
+    outcome = attack(
+        sandbox,
+        plugin,
+        """
         import stat, struct
         def run_every_minute(meta):
             channel = [fd for fd in range(64) if attempt(lambda: os.fstat(fd)).startswith("ok")][0]
             os.write(channel, struct.pack(">I", 2 ** 31) + b"{" * 1024)
             time.sleep(5)
-    """)
+    """,
+    )
     assert outcome.outcome == "output_limit", outcome
     assert_fork_server_healthy(sandbox, plugin, fork_server)
 
@@ -495,7 +587,11 @@ def test_no_file_is_written(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) ->
     require(sandbox, "landlock")
     host_target = tmp_path / "written-by-plugin"
     tmp_name = f"/tmp/plugin-runtime-attack-{uuid.uuid4().hex}"
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         def run_every_minute(meta):
             host, tmp = meta.config["host"], meta.config["tmp"]
             def write(path):
@@ -513,7 +609,10 @@ def test_no_file_is_written(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) ->
                 "chmod_root": attempt(lambda: os.chmod("/", 0o777)),
                 "dotdot": attempt(lambda: write("../../../tmp/dotdot")),
             }
-    """, config={"host": str(host_target), "tmp": tmp_name}))
+    """,
+            config={"host": str(host_target), "tmp": tmp_name},
+        )
+    )
     assert_all_denied(report)
     assert not host_target.exists() and not os.path.exists(tmp_name)
     assert not os.path.exists("/tmp/dotdot")
@@ -526,7 +625,11 @@ def test_no_host_file_is_read(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) 
     readable = tmp_path / "readable.txt"
     readable.write_text("host data")
     readable.chmod(0o644)
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         def run_every_minute(meta):
             return {
                 "passwd": attempt(lambda: open("/etc/passwd").read()),
@@ -538,7 +641,10 @@ def test_no_host_file_is_read(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) 
                 "python_stdlib": attempt(lambda: open(os.__file__).read(10)),
                 "import_from_disk": attempt(lambda: __import__("xml.dom.minidom")),
             }
-    """, config={"path": str(readable)}))
+    """,
+            config={"path": str(readable)},
+        )
+    )
     assert_all_denied(report)
 
 
@@ -549,7 +655,11 @@ def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
     listener.bind(abstract)
     listener.listen(1)
     try:
-        report = results(attack(sandbox, plugin, """
+        report = results(
+            attack(
+                sandbox,
+                plugin,
+                """
             def run_every_minute(meta):
                 def connect(family, address, kind=socket.SOCK_STREAM):
                     s = socket.socket(family, kind)
@@ -568,7 +678,10 @@ def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
                     "host_abstract_socket": attempt(lambda: connect(socket.AF_UNIX, meta.config["abstract"])),
                     "raw_syscall_inet": attempt(lambda: sys_call(libc.socket, 2, 1, 0)),
                 }
-        """, config={"abstract": abstract}))
+        """,
+                config={"abstract": abstract},
+            )
+        )
     finally:
         listener.close()
     assert_all_denied(report)
@@ -577,11 +690,17 @@ def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
 def test_kernel_escapes_are_refused(sandbox: Sandbox, plugin: Plugin) -> None:
     require(sandbox, "seccomp", "chroot", "uid_drop")
     machine = os.uname().machine
-    numbers = {"x86_64": {"bpf": 321, "open_by_handle_at": 304, "clone": 56},
-               "aarch64": {"bpf": 280, "open_by_handle_at": 265, "clone": 220}}.get(machine)
+    numbers = {
+        "x86_64": {"bpf": 321, "open_by_handle_at": 304, "clone": 56},
+        "aarch64": {"bpf": 280, "open_by_handle_at": 265, "clone": 220},
+    }.get(machine)
     if numbers is None:
         pytest.skip(f"syscall numbers not tabulated for {machine}")  # pragma: no cover
-    report = results(attack(sandbox, plugin, """
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
         def run_every_minute(meta):
             n = meta.config["numbers"]
             ppid = os.getppid()
@@ -614,7 +733,10 @@ def test_kernel_escapes_are_refused(sandbox: Sandbox, plugin: Plugin) -> None:
                 "keyctl": attempt(lambda: sys_call(libc.syscall, 250 if meta.config["x86"] else 219, 0, 0)),
                 "personality": attempt(lambda: sys_call(libc.personality, 0x0040000)),
             }
-    """, config={"numbers": numbers, "x86": machine == "x86_64"}))
+    """,
+            config={"numbers": numbers, "x86": machine == "x86_64"},
+        )
+    )
     assert_all_denied(report)
 
 
@@ -623,11 +745,18 @@ def test_fetch_cannot_reach_internal_services(sandbox: Sandbox, tmp_path: Path) 
     plugin's allowed_hosts and must not resolve to a loopback/private address."""
     directory = tmp_path / "fetcher"
     directory.mkdir()
-    (directory / "plugin.json").write_text(json.dumps({
-        "name": "fetcher", "version": "1.0.0", "main": "main.py",
-        "allowed_hosts": ["localhost", "127.0.0.1", "169.254.169.254"],
-    }))
-    (directory / "main.py").write_text(textwrap.dedent("""
+    (directory / "plugin.json").write_text(
+        json.dumps(
+            {
+                "name": "fetcher",
+                "version": "1.0.0",
+                "main": "main.py",
+                "allowed_hosts": ["localhost", "127.0.0.1", "169.254.169.254"],
+            }
+        )
+    )
+    (directory / "main.py").write_text(
+        textwrap.dedent("""
         def run_every_minute(meta):
             out = {}
             for url in ["http://localhost:5432/", "http://127.0.0.1:5432/",
@@ -638,9 +767,11 @@ def test_fetch_cannot_reach_internal_services(sandbox: Sandbox, tmp_path: Path) 
                 except Exception as exc:
                     out[url] = "denied " + str(exc)
             return out
-    """))
-    outcome = sandbox.run(RunRequest(plugin=load_plugin(directory), task="run_every_minute",
-                                     limits=LIMITS))
+    """)
+    )
+    outcome = sandbox.run(
+        RunRequest(plugin=load_plugin(directory), task="run_every_minute", limits=LIMITS)
+    )
     report = results(outcome)
     assert_all_denied(report)
     assert "allowed_hosts" in report["http://example.org/"]

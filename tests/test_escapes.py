@@ -543,9 +543,16 @@ def test_escape_is_refused(sandbox: Sandbox, tmp_path: Path, name: str) -> None:
     else:
         # Refused at run time by a guard: the traceback points into the plugin's own code.
         assert outcome.error.type in (
-            "SecurityError", "AttributeError", "ImportError", "NameError", "TypeError", "ValueError",
+            "SecurityError",
+            "AttributeError",
+            "ImportError",
+            "NameError",
+            "TypeError",
+            "ValueError",
         ), outcome.error
-        assert outcome.error.traceback and all("main.py" in line for line in outcome.error.traceback)
+        assert outcome.error.traceback and all(
+            "main.py" in line for line in outcome.error.traceback
+        )
 
 
 def test_attacks_really_run(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -572,7 +579,9 @@ def test_unrestricted_runs_are_refused_by_default(sandbox: Sandbox, tmp_path: Pa
     """The test-only unrestricted mode is off unless the Sandbox is built with it."""
     directory = tmp_path / "plain"
     directory.mkdir()
-    (directory / "plugin.json").write_text(json.dumps({"name": "p", "version": "1.0.0", "main": "main.py"}))
+    (directory / "plugin.json").write_text(
+        json.dumps({"name": "p", "version": "1.0.0", "main": "main.py"})
+    )
     (directory / "main.py").write_text("def run_every_minute(meta):\n    return 1\n")
     request = RunRequest(
         plugin=load_plugin(directory),

@@ -140,8 +140,9 @@ def test_hourly_importer_failure_keeps_the_cursor(sandbox: Sandbox) -> None:
 def test_hourly_importer_refuses_loopback_without_allow_private() -> None:
     plugin = load_plugin(EXAMPLES / "hourly_importer")
     with items_api() as api, Sandbox(services=LocalServices(allow_private=False)) as strict:
-        outcome = run(strict, plugin, "run_every_hour",
-                      config={"base_url": api.base_url, "api_key": "x"})
+        outcome = run(
+            strict, plugin, "run_every_hour", config={"base_url": api.base_url, "api_key": "x"}
+        )
         assert outcome.outcome == "error"
         assert outcome.error is not None and outcome.error.type == "FetchError"
         assert api.requests == []

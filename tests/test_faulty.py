@@ -142,7 +142,10 @@ def leftovers(watcher: Watcher, started_at: float) -> list[str]:
         found.append(f"fork server child {child.pid}")
     for proc in psutil.process_iter(["pid", "uids", "create_time", "status"]):
         try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE and proc.ppid() != watcher.fork_server.pid:
+            if (
+                proc.info["status"] == psutil.STATUS_ZOMBIE
+                and proc.ppid() != watcher.fork_server.pid
+            ):
                 continue
             pgid = os.getpgid(proc.pid)
             uid = proc.info["uids"].real
@@ -228,8 +231,9 @@ def test_a_hanging_run_does_not_hold_up_a_healthy_one(sandbox: Sandbox) -> None:
     wall_started = time.time()
     with Watcher(psutil.Process(sandbox.fork_server_pid)) as watcher:
         pending = sandbox.submit(
-            RunRequest(plugin=hang, task="run_every_minute",
-                       limits=resolve_limits(hang.manifest.limits))
+            RunRequest(
+                plugin=hang, task="run_every_minute", limits=resolve_limits(hang.manifest.limits)
+            )
         )
         started = time.monotonic()
         outcome = sandbox.run(RunRequest(plugin=healthy, task="run_every_minute"))

@@ -20,8 +20,14 @@ if TYPE_CHECKING:
     from conftest import CliRunner
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 TOKEN = "s3cret-admin-token"
 
 
@@ -31,8 +37,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _request(url: str, method: str = "GET", headers: dict[str, str] | None = None
-             ) -> tuple[int, str]:
+def _request(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     req = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=10) as res:
@@ -50,12 +57,19 @@ def _metric(text: str, name: str, labels: str = "") -> float | None:
 
 
 def _fleet(database_url: str, tmp_path: Path, port: int) -> Fleet:
-    return Fleet(database_url, tmp_path / "fleet", time_scale=60, tick_interval=10,
-                 concurrency=4, extra_args=["--http", f"127.0.0.1:{port}"])
+    return Fleet(
+        database_url,
+        tmp_path / "fleet",
+        time_scale=60,
+        tick_interval=10,
+        concurrency=4,
+        extra_args=["--http", f"127.0.0.1:{port}"],
+    )
 
 
-def test_probes_metrics_and_status_json(database_url: str, test_plugins_dir: Path,
-                                        tmp_path: Path) -> None:
+def test_probes_metrics_and_status_json(
+    database_url: str, test_plugins_dir: Path, tmp_path: Path
+) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     with _fleet(database_url, tmp_path, port) as fleet:
@@ -73,7 +87,9 @@ def test_probes_metrics_and_status_json(database_url: str, test_plugins_dir: Pat
 
         text = fleet.wait_for(counted, 20, "runs in /metrics")
         assert _metric(text, "plugin_runtime_start_lag_seconds_count", 'cadence="minute"')
-        assert _metric(text, "plugin_runtime_start_lag_seconds_bucket", 'cadence="minute",le="+Inf"')
+        assert _metric(
+            text, "plugin_runtime_start_lag_seconds_bucket", 'cadence="minute",le="+Inf"'
+        )
         assert _metric(text, "plugin_runtime_run_duration_seconds_count", 'cadence="minute"')
         assert _metric(text, "plugin_runtime_database_up") == 1.0
         assert _metric(text, "plugin_runtime_quarantined_configs") == 0.0
@@ -90,18 +106,24 @@ def test_probes_metrics_and_status_json(database_url: str, test_plugins_dir: Pat
         assert page_code == 200 and "<title>plugin-runtime status</title>" in page
         # Read-only without an admin token: actions are refused.
         assert _request(base + "/api/configs/1/disable", "POST")[0] == 403
-        assert _request(base + "/api/configs/1/disable", "POST",
-                        {"Authorization": f"Bearer {TOKEN}"})[0] == 403
+        assert (
+            _request(base + "/api/configs/1/disable", "POST", {"Authorization": f"Bearer {TOKEN}"})[
+                0
+            ]
+            == 403
+        )
         assert _request(base + "/nope")[0] == 404
         assert fleet.query("SELECT enabled FROM plugin_runtime.plugin_configs WHERE id = 1") == [
-            {"enabled": True}]
+            {"enabled": True}
+        ]
 
 
 def test_readyz_is_503_while_the_database_is_unreachable(cli_runner: CliRunner) -> None:
     port = _free_port()
     closed = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
-    proc = cli_runner.start("serve", "--http", f"127.0.0.1:{port}", "--log-format", "json",
-                            database_url=closed)
+    proc = cli_runner.start(
+        "serve", "--http", f"127.0.0.1:{port}", "--log-format", "json", database_url=closed
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -112,8 +134,11 @@ def test_readyz_is_503_while_the_database_is_unreachable(cli_runner: CliRunner) 
             time.sleep(0.2)
         assert _request(base + "/healthz")[0] == 200
         code, body = _request(base + "/readyz")
-        assert code == 503 and json.loads(body) == {"ready": False, "database": False,
-                                                    "ticked": False}
+        assert code == 503 and json.loads(body) == {
+            "ready": False,
+            "database": False,
+            "ticked": False,
+        }
         code, body = _request(base + "/api/status")
         assert code == 200 and json.loads(body)["database"]["reachable"] is False
     finally:
@@ -134,8 +159,12 @@ def browser() -> Any:
 
 
 def test_status_page_shows_a_failing_config_and_disables_it(
-        database_url: str, test_plugins_dir: Path, tmp_path: Path, browser: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    database_url: str,
+    test_plugins_dir: Path,
+    tmp_path: Path,
+    browser: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("PLUGIN_RUNTIME_ADMIN_TOKEN", TOKEN)  # the node inherits it
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -145,14 +174,24 @@ def test_status_page_shows_a_failing_config_and_disables_it(
         [bad] = fleet.create_configs("always_timeout", 1)
         [good] = fleet.create_configs("tiny", 1, {"api_key": "k"})
         fleet.start_nodes(1)
-        fleet.wait_for(lambda: fleet.query(
-            "SELECT 1 FROM plugin_runtime.plugin_configs WHERE id = %s "
-            "AND consecutive_failures >= 3", (bad,)), 40, "three timeouts")
+        fleet.wait_for(
+            lambda: fleet.query(
+                "SELECT 1 FROM plugin_runtime.plugin_configs WHERE id = %s "
+                "AND consecutive_failures >= 3",
+                (bad,),
+            ),
+            40,
+            "three timeouts",
+        )
         fleet.wait_for(lambda: _request(base + "/readyz")[0] == 200, 20, "/readyz")
         # Without the token (or with a wrong one) the admin endpoints refuse.
         assert _request(f"{base}/api/configs/{bad}/disable", "POST")[0] == 401
-        assert _request(f"{base}/api/configs/{bad}/disable", "POST",
-                        {"Authorization": "Bearer wrong"})[0] == 401
+        assert (
+            _request(
+                f"{base}/api/configs/{bad}/disable", "POST", {"Authorization": "Bearer wrong"}
+            )[0]
+            == 401
+        )
 
         page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
         page.goto(base + "/")
@@ -170,12 +209,18 @@ def test_status_page_shows_a_failing_config_and_disables_it(
 
         page.fill("#token", TOKEN)
         row.locator("button[data-action='disable']").click()
-        fleet.wait_for(lambda: fleet.query(
-            "SELECT 1 FROM plugin_runtime.plugin_configs WHERE id = %s AND NOT enabled", (bad,)),
-            10, "the config to be disabled by the page")
+        fleet.wait_for(
+            lambda: fleet.query(
+                "SELECT 1 FROM plugin_runtime.plugin_configs WHERE id = %s AND NOT enabled", (bad,)
+            ),
+            10,
+            "the config to be disabled by the page",
+        )
         page.locator("#flash").filter(has_text=f"config {bad} disabled").wait_for(timeout=5000)
         page.locator(f"#worst tr[data-config='{bad}'] button[data-action='enable']").wait_for(
-            timeout=15000)
-        assert fleet.query("SELECT enabled FROM plugin_runtime.plugin_configs WHERE id = %s",
-                           (good,)) == [{"enabled": True}]
+            timeout=15000
+        )
+        assert fleet.query(
+            "SELECT enabled FROM plugin_runtime.plugin_configs WHERE id = %s", (good,)
+        ) == [{"enabled": True}]
         page.close()

@@ -18,10 +18,16 @@ def _plugin(tmp_path: Path, source: str) -> Path:
 
 def test_datetime_strptime_works_in_a_plugin(tmp_path: Path) -> None:
     # datetime's C code imports _strptime lazily through the plugin's guarded __import__.
-    plugin = load_plugin(_plugin(tmp_path, (
-        "import datetime\n"
-        "def run_every_minute(meta):\n"
-        "    return datetime.datetime.strptime('2026-01-02', '%Y-%m-%d').isoformat()\n")))
+    plugin = load_plugin(
+        _plugin(
+            tmp_path,
+            (
+                "import datetime\n"
+                "def run_every_minute(meta):\n"
+                "    return datetime.datetime.strptime('2026-01-02', '%Y-%m-%d').isoformat()\n"
+            ),
+        )
+    )
     with Sandbox() as sandbox:
         outcome = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute"))
     assert outcome.outcome == "ok", outcome.error

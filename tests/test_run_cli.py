@@ -21,12 +21,18 @@ EXAMPLES = REPO / "examples"
 SECRET = "sk-live-DO-NOT-PRINT-4242"
 
 
-def run_cli(*args: Any, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: Any, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PLUGIN_RUNTIME_DATABASE_URL"}
     env["COLUMNS"] = "200"
     return subprocess.run(
         [sys.executable, "-m", "runtime", "run", *(str(a) for a in args)],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO,
+        env=env,
     )
 
 
@@ -75,8 +81,9 @@ def test_ok_run_json_shape() -> None:
 
 
 def test_readable_report() -> None:
-    result = run_cli(EXAMPLES / "daily_report", "sync_orders", "--slot", "2024-01-01T00:15:00Z",
-                     "--backfilled")
+    result = run_cli(
+        EXAMPLES / "daily_report", "sync_orders", "--slot", "2024-01-01T00:15:00Z", "--backfilled"
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "outcome ok" in out
@@ -90,7 +97,10 @@ def test_failed_run_exits_1_with_error_and_traceback() -> None:
     assert code == 1
     assert data["outcome"] == "error"
     assert data["error"]["type"] == "ValueError"
-    assert data["error"]["traceback"][-1] == 'File "main.py", line 2, in parse_amount: return int(text)'
+    assert (
+        data["error"]["traceback"][-1]
+        == 'File "main.py", line 2, in parse_amount: return int(text)'
+    )
     assert data["result"] is None
     assert data["storage"] == {}  # the run's write is dropped
 
@@ -126,8 +136,16 @@ def test_storage_file_advances_and_is_unchanged_on_failure(tmp_path: Path) -> No
 def test_importer_cursor_advances_over_runs_and_secret_is_never_printed(tmp_path: Path) -> None:
     storage = tmp_path / "importer.json"
     with items_api() as api:
-        args = [EXAMPLES / "hourly_importer", "--allow-private", "--storage-file", storage,
-                "--config", f"base_url={api.base_url}", "--config", f"api_key={SECRET}"]
+        args = [
+            EXAMPLES / "hourly_importer",
+            "--allow-private",
+            "--storage-file",
+            storage,
+            "--config",
+            f"base_url={api.base_url}",
+            "--config",
+            f"api_key={SECRET}",
+        ]
         outputs = []
         for _ in range(3):
             result = run_cli(*args, "--json")
@@ -150,8 +168,13 @@ def test_importer_cursor_advances_over_runs_and_secret_is_never_printed(tmp_path
 def test_secret_not_echoed_in_config_errors(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"api_key": SECRET, "max_pages": "many"}))
-    result = run_cli(EXAMPLES / "hourly_importer", "--config-file", config,
-                     "--config", "base_url=http://127.0.0.1:1")
+    result = run_cli(
+        EXAMPLES / "hourly_importer",
+        "--config-file",
+        config,
+        "--config",
+        "base_url=http://127.0.0.1:1",
+    )
     assert_bad_input(result, "max_pages")
     assert SECRET not in result.stderr
     result = run_cli(EXAMPLES / "hourly_importer", "--config", f"api_key={SECRET}")
@@ -172,8 +195,10 @@ def test_secret_not_echoed_in_config_errors(tmp_path: Path) -> None:
         ([EXAMPLES / "minute_counter", "--config", "novalue"], ["KEY=VALUE"]),
         ([EXAMPLES / "minute_counter", "--config-file", "missing.json"], ["no such file"]),
         ([EXAMPLES / "minute_counter", "--slot", "yesterday"], ["--slot"]),
-        ([EXAMPLES / "minute_counter", "--storage-file", "no/such/dir/s.json"],
-         ["directory does not exist"]),
+        (
+            [EXAMPLES / "minute_counter", "--storage-file", "no/such/dir/s.json"],
+            ["directory does not exist"],
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[Any], fragments: list[str]) -> None:
@@ -183,26 +208,31 @@ def test_bad_input_exits_2_with_one_line(args: list[Any], fragments: list[str]) 
 def test_bad_storage_file_is_bad_input(tmp_path: Path) -> None:
     storage = tmp_path / "s.json"
     storage.write_text("[1, 2]")
-    assert_bad_input(run_cli(EXAMPLES / "minute_counter", "--storage-file", storage),
-                     "must be a JSON object")
+    assert_bad_input(
+        run_cli(EXAMPLES / "minute_counter", "--storage-file", storage), "must be a JSON object"
+    )
 
 
 def test_malformed_manifest_is_bad_input(tmp_path: Path) -> None:
     source = "def run_every_minute(meta):\n    return 1\n"
     broken_json = make_plugin(tmp_path, "broken_json", '{"name": "x",', source)
     assert_bad_input(run_cli(broken_json), "plugin.json", "not valid JSON")
-    bad_field = make_plugin(tmp_path, "bad_field", {"name": "x", "limits": {"timeout_s": -1}}, source)
+    bad_field = make_plugin(
+        tmp_path, "bad_field", {"name": "x", "limits": {"timeout_s": -1}}, source
+    )
     assert_bad_input(run_cli(bad_field), "limits.timeout_s")
-    missing_fn = make_plugin(tmp_path, "missing_fn",
-                             {"name": "x", "schedules": {"sync": "*/5 * * * *"}}, source)
+    missing_fn = make_plugin(
+        tmp_path, "missing_fn", {"name": "x", "schedules": {"sync": "*/5 * * * *"}}, source
+    )
     assert_bad_input(run_cli(missing_fn), "schedules.sync")
     no_tasks = make_plugin(tmp_path, "no_tasks", {"name": "x"}, "def helper(meta):\n    pass\n")
     assert_bad_input(run_cli(no_tasks), "no scheduled function")
 
 
 def test_syntax_error_is_a_bad_plugin_run(tmp_path: Path) -> None:
-    plugin = make_plugin(tmp_path, "syntax", {"name": "syntax"},
-                         "def run_every_minute(meta):\n    return (1,\n")
+    plugin = make_plugin(
+        tmp_path, "syntax", {"name": "syntax"}, "def run_every_minute(meta):\n    return (1,\n"
+    )
     code, data = run_json(plugin)
     assert code == 1
     assert data["outcome"] == "bad_plugin"

@@ -51,7 +51,9 @@ def test_minute_tasks_coalesce_and_never_overlap(database_url: str, tmp_path: Pa
     for task_runs in by_task.values():
         task_runs.sort(key=lambda r: r["started_at"])
         for before, after in zip(task_runs, task_runs[1:], strict=False):
-            assert after["started_at"] >= before["finished_at"], "two runs of one minute task overlapped"
+            assert after["started_at"] >= before["finished_at"], (
+                "two runs of one minute task overlapped"
+            )
     coalesced = fleet.query("SELECT sum(coalesced) AS n FROM plugin_runtime.tasks")[0]["n"]
     assert coalesced > 0, "skipped minute slots are counted as coalesced"
     assert_no_duplicate_slots(fleet)
@@ -60,19 +62,30 @@ def test_minute_tasks_coalesce_and_never_overlap(database_url: str, tmp_path: Pa
 def _initialise(fleet: Fleet) -> None:
     """Run a node until every task has its pointer, then stop it (the 'before downtime' state)."""
     node = fleet.add_node("before")
-    fleet.wait_for(lambda: fleet.query(
-        "SELECT count(*) AS n FROM plugin_runtime.tasks WHERE next_slot IS NULL")[0]["n"] == 0,
-        30, "tasks to be initialised")
+    fleet.wait_for(
+        lambda: (
+            fleet.query("SELECT count(*) AS n FROM plugin_runtime.tasks WHERE next_slot IS NULL")[
+                0
+            ]["n"]
+            == 0
+        ),
+        30,
+        "tasks to be initialised",
+    )
     node.terminate()
     fleet.nodes.remove(node)
 
 
-def test_hourly_backfill_after_downtime_oldest_first_exactly_once(database_url: str, tmp_path: Path) -> None:
+def test_hourly_backfill_after_downtime_oldest_first_exactly_once(
+    database_url: str, tmp_path: Path
+) -> None:
     fleet = make_fleet(database_url, tmp_path, start_time=T0, tick_interval=2)
     fleet.install(PLUGINS / "flaky_hourly")
     (config_id,) = fleet.create_configs("flaky_hourly", 1, {"succeed_on_attempt": 1})
     _initialise(fleet)
-    assert fleet.query("SELECT next_slot FROM plugin_runtime.tasks")[0]["next_slot"] == T0.replace(minute=0) + timedelta(hours=1)
+    assert fleet.query("SELECT next_slot FROM plugin_runtime.tasks")[0]["next_slot"] == T0.replace(
+        minute=0
+    ) + timedelta(hours=1)
     # Five hours of downtime: slots 06:00 .. 10:00 are owed when the fleet comes back at 10:30.
     fleet.start_time = T0 + timedelta(hours=5)
     with fleet:
@@ -99,7 +112,11 @@ def test_failed_hourly_runs_are_retried_with_backoff(database_url: str, tmp_path
         fleet.wait_for(lambda: ok_runs(fleet), 40, "a successful retry")
     first_slot = ok_runs(fleet)[0]["slot"]
     attempts = fleet.runs("slot = %s", (first_slot,))
-    assert [(r["attempt"], r["outcome"]) for r in attempts] == [(1, "error"), (2, "error"), (3, "ok")]
+    assert [(r["attempt"], r["outcome"]) for r in attempts] == [
+        (1, "error"),
+        (2, "error"),
+        (3, "ok"),
+    ]
     assert attempts[0]["error"]["message"] == "attempt 1 fails on purpose"
     gap_1 = (attempts[1]["started_at"] - attempts[0]["finished_at"]).total_seconds()
     gap_2 = (attempts[2]["started_at"] - attempts[1]["finished_at"]).total_seconds()
@@ -107,8 +124,13 @@ def test_failed_hourly_runs_are_retried_with_backoff(database_url: str, tmp_path
 
 
 def test_slots_beyond_the_window_are_recorded_missed(database_url: str, tmp_path: Path) -> None:
-    fleet = make_fleet(database_url, tmp_path, start_time=T0, tick_interval=2,
-                       extra_args=["--hourly-window-h", "6"])
+    fleet = make_fleet(
+        database_url,
+        tmp_path,
+        start_time=T0,
+        tick_interval=2,
+        extra_args=["--hourly-window-h", "6"],
+    )
     fleet.install(PLUGINS / "flaky_hourly")
     fleet.create_configs("flaky_hourly", 1, {"succeed_on_attempt": 1})
     _initialise(fleet)
@@ -145,19 +167,29 @@ def test_three_nodes_split_the_work_without_duplicates(database_url: str, tmp_pa
         "SELECT s.config_id, s.value::int AS count, "
         "(SELECT count(*) FROM plugin_runtime.runs r WHERE r.config_id = s.config_id "
         " AND r.task = 'run_every_minute' AND r.outcome = 'ok') AS runs "
-        "FROM plugin_runtime.storage s WHERE s.key = 'count'")
+        "FROM plugin_runtime.storage s WHERE s.key = 'count'"
+    )
     assert counts and all(row["count"] == row["runs"] for row in counts)
 
 
 def test_runs_of_a_killed_node_complete_elsewhere(database_url: str, tmp_path: Path) -> None:
-    fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10,
-                       extra_args=["--dead-after", "3"])
+    fleet = make_fleet(
+        database_url,
+        tmp_path,
+        time_scale=600,
+        start_time=T0,
+        tick_interval=10,
+        extra_args=["--dead-after", "3"],
+    )
     with fleet:
         fleet.install(PLUGINS / "slow_hourly")
         fleet.create_configs("slow_hourly", 4, {"sleep_s": 4})
         victim = fleet.add_node("victim")
-        fleet.wait_for(lambda: fleet.runs("node = 'victim' AND state = 'claimed'"), 30,
-                       "the victim to hold runs")
+        fleet.wait_for(
+            lambda: fleet.runs("node = 'victim' AND state = 'claimed'"),
+            30,
+            "the victim to hold runs",
+        )
         held = fleet.runs("node = 'victim' AND state = 'claimed'")
         killed_at = time.monotonic()
         victim.kill()
@@ -176,21 +208,32 @@ def test_runs_of_a_killed_node_complete_elsewhere(database_url: str, tmp_path: P
     assert_no_duplicate_slots(fleet)
 
 
-def test_direct_sql_disable_stops_the_config_on_every_node_within_5s(database_url: str, tmp_path: Path) -> None:
+def test_direct_sql_disable_stops_the_config_on_every_node_within_5s(
+    database_url: str, tmp_path: Path
+) -> None:
     fleet = make_fleet(database_url, tmp_path, time_scale=30, tick_interval=10)
     with fleet:
         fleet.install(PLUGINS / "tiny")
         ids = fleet.create_configs("tiny", 6, {"api_key": "k"})
         fleet.start_nodes(2)
         target = ids[0]
-        fleet.wait_for(lambda: len(fleet.runs("config_id = %s AND outcome = 'ok'", (target,))) >= 2, 30,
-                       "the target config to run")
-        fleet.query("UPDATE plugin_runtime.plugin_configs SET enabled = false WHERE id = %s", (target,))
+        fleet.wait_for(
+            lambda: len(fleet.runs("config_id = %s AND outcome = 'ok'", (target,))) >= 2,
+            30,
+            "the target config to run",
+        )
+        fleet.query(
+            "UPDATE plugin_runtime.plugin_configs SET enabled = false WHERE id = %s", (target,)
+        )
         time.sleep(5.0)
-        started_by_5s = len(fleet.runs("config_id = %s AND outcome IS DISTINCT FROM 'cancelled'", (target,)))
+        started_by_5s = len(
+            fleet.runs("config_id = %s AND outcome IS DISTINCT FROM 'cancelled'", (target,))
+        )
         others_by_5s = len(ok_runs(fleet, "config_id <> %s", (target,)))
         time.sleep(6.0)  # 3 scheduler minutes more
-        started_later = len(fleet.runs("config_id = %s AND outcome IS DISTINCT FROM 'cancelled'", (target,)))
+        started_later = len(
+            fleet.runs("config_id = %s AND outcome IS DISTINCT FROM 'cancelled'", (target,))
+        )
         others_later = len(ok_runs(fleet, "config_id <> %s", (target,)))
         still_claimed = fleet.runs("config_id = %s AND state = 'claimed'", (target,))
     assert started_later == started_by_5s, "no run of the disabled config after 5 s"
@@ -208,12 +251,21 @@ def test_hanging_plugins_do_not_delay_healthy_ones(database_url: str, tmp_path: 
         healthy = fleet.create_configs("tiny", 18, {"api_key": "k"})
         fleet.create_configs("hang_minute", 2)
         fleet.start_nodes(1)
-        fleet.wait_for(lambda: len(fleet.runs("outcome = 'timeout'")) >= 4, 60, "hanging runs to time out")
-        fleet.wait_for(lambda: len(ok_runs(fleet, "task = 'run_every_minute'")) >= 54, 60, "healthy runs")
-    lags = [float(row["lag"]) / scale for row in fleet.query(
-        "SELECT extract(epoch FROM r.started_at - (r.slot + make_interval(secs => t.offset_s))) AS lag "
-        "FROM plugin_runtime.runs r JOIN plugin_runtime.tasks t ON t.id = r.task_id "
-        "WHERE r.outcome = 'ok' AND r.task = 'run_every_minute' AND r.config_id = ANY(%s)", (healthy,))]
+        fleet.wait_for(
+            lambda: len(fleet.runs("outcome = 'timeout'")) >= 4, 60, "hanging runs to time out"
+        )
+        fleet.wait_for(
+            lambda: len(ok_runs(fleet, "task = 'run_every_minute'")) >= 54, 60, "healthy runs"
+        )
+    lags = [
+        float(row["lag"]) / scale
+        for row in fleet.query(
+            "SELECT extract(epoch FROM r.started_at - (r.slot + make_interval(secs => t.offset_s))) AS lag "
+            "FROM plugin_runtime.runs r JOIN plugin_runtime.tasks t ON t.id = r.task_id "
+            "WHERE r.outcome = 'ok' AND r.task = 'run_every_minute' AND r.config_id = ANY(%s)",
+            (healthy,),
+        )
+    ]
     lags.sort()
     p99 = lags[int(len(lags) * 0.99) - 1]
     assert p99 < 2.0, f"healthy start lag p99 {p99:.2f} s (real) while plugins hang"
@@ -228,13 +280,23 @@ def test_storage_is_unchanged_after_a_failed_run(database_url: str, tmp_path: Pa
         (failing,) = fleet.create_configs("writer", 1, {"fail": True})
         (working,) = fleet.create_configs("writer", 1, {"fail": False})
         for config_id in (failing, working):
-            fleet.query("INSERT INTO plugin_runtime.storage (config_id, key, value) VALUES (%s, 'old', '1')",
-                        (config_id,))
+            fleet.query(
+                "INSERT INTO plugin_runtime.storage (config_id, key, value) VALUES (%s, 'old', '1')",
+                (config_id,),
+            )
         fleet.start_nodes(1)
-        fleet.wait_for(lambda: fleet.runs("config_id = %s AND outcome = 'error'", (failing,))
-                       and ok_runs(fleet, "config_id = %s", (working,)), 40, "both configs to run")
-    storage = {(r["config_id"], r["key"]): r["value"] for r in fleet.query(
-        "SELECT config_id, key, value FROM plugin_runtime.storage")}
+        fleet.wait_for(
+            lambda: (
+                fleet.runs("config_id = %s AND outcome = 'error'", (failing,))
+                and ok_runs(fleet, "config_id = %s", (working,))
+            ),
+            40,
+            "both configs to run",
+        )
+    storage = {
+        (r["config_id"], r["key"]): r["value"]
+        for r in fleet.query("SELECT config_id, key, value FROM plugin_runtime.storage")
+    }
     assert storage[(failing, "old")] == 1 and (failing, "cursor") not in storage
     assert (working, "old") not in storage and storage[(working, "cursor")] >= 1
 
@@ -247,10 +309,14 @@ def test_database_cost_per_run_at_1000_configs(database_url: str, tmp_path: Path
     with fleet:
         fleet.install(PLUGINS / "tiny")
         with fleet.conn() as conn:
-            plugin_id = conn.execute("SELECT id FROM plugin_runtime.plugins WHERE name = 'tiny'").fetchone()["id"]
+            plugin_id = conn.execute(
+                "SELECT id FROM plugin_runtime.plugins WHERE name = 'tiny'"
+            ).fetchone()["id"]
             conn.execute(
                 "INSERT INTO plugin_runtime.plugin_configs (plugin_id, settings) "
-                "SELECT %s, '{\"api_key\": \"k\"}' FROM generate_series(1, 1000)", (plugin_id,))
+                'SELECT %s, \'{"api_key": "k"}\' FROM generate_series(1, 1000)',
+                (plugin_id,),
+            )
         from runtime import store
 
         with fleet.conn() as conn:
@@ -265,7 +331,9 @@ def test_database_cost_per_run_at_1000_configs(database_url: str, tmp_path: Path
     assert per_run <= 0.05
 
 
-def test_serve_survives_a_database_restart_and_catches_up(database_url: str, tmp_path: Path) -> None:
+def test_serve_survives_a_database_restart_and_catches_up(
+    database_url: str, tmp_path: Path
+) -> None:
     import shutil
     import subprocess
 
@@ -279,12 +347,17 @@ def test_serve_survives_a_database_restart_and_catches_up(database_url: str, tmp
         node = fleet.start_nodes(1)[0]
         fleet.wait_for(lambda: len(ok_runs(fleet)) >= 3, 40, "first hourly runs")
         try:
-            subprocess.run([ctl, "--skip-systemctl-redirect", version, "main", "stop", "-m", "fast"],
-                           check=True, timeout=60)
+            subprocess.run(
+                [ctl, "--skip-systemctl-redirect", version, "main", "stop", "-m", "fast"],
+                check=True,
+                timeout=60,
+            )
             time.sleep(4.0)  # 40 scheduler minutes... and 6 slots pass while the database is down
             assert node.alive(), "the supervisor does not crash when the database goes away"
         finally:
-            subprocess.run([ctl, "--skip-systemctl-redirect", version, "main", "start"], check=True, timeout=60)
+            subprocess.run(
+                [ctl, "--skip-systemctl-redirect", version, "main", "start"], check=True, timeout=60
+            )
         before = len(ok_runs(fleet))
         fleet.wait_for(lambda: len(ok_runs(fleet)) >= before + 6, 60, "catch-up after the outage")
         assert node.alive()
@@ -306,9 +379,20 @@ def test_serve_keeps_retrying_when_the_database_is_down_at_start(tmp_path: Path)
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "serve", "--database-url",
-         "postgresql://postgres@127.0.0.1:1/none", "--log-format", "json"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "serve",
+            "--database-url",
+            "postgresql://postgres@127.0.0.1:1/none",
+            "--log-format",
+            "json",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         time.sleep(4.0)
         assert proc.poll() is None, "serve keeps retrying instead of exiting"
@@ -318,27 +402,45 @@ def test_serve_keeps_retrying_when_the_database_is_down_at_start(tmp_path: Path)
     assert "cannot reach PostgreSQL at 127.0.0.1:1" in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--time-scale", "10"], "for testing only"),
-    (["--capabilities", "nonsense"], "unknown capability"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--time-scale", "10"], "for testing only"),
+        (["--capabilities", "nonsense"], "unknown capability"),
+    ],
+)
 def test_serve_refuses_bad_options(args: list[str], message: str) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "runtime", "serve", *args,
-                           "--database-url", "postgresql://postgres@127.0.0.1:1/none"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "serve",
+            *args,
+            "--database-url",
+            "postgresql://postgres@127.0.0.1:1/none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert message in proc.stderr
 
 
-def test_sigterm_drains_running_runs_and_releases_held_ones(database_url: str, tmp_path: Path) -> None:
+def test_sigterm_drains_running_runs_and_releases_held_ones(
+    database_url: str, tmp_path: Path
+) -> None:
     fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
     fleet.install(PLUGINS / "slow_hourly")
     fleet.create_configs("slow_hourly", 2, {"sleep_s": 3})
     node = fleet.add_node("draining")
-    fleet.wait_for(lambda: fleet.runs("state = 'claimed' AND node = 'draining'"), 30, "a claimed run")
+    fleet.wait_for(
+        lambda: fleet.runs("state = 'claimed' AND node = 'draining'"), 30, "a claimed run"
+    )
     time.sleep(1.0)  # the run has started (it sleeps 3 s)
     in_flight = {r["id"] for r in fleet.runs("state = 'claimed'")}
     started = time.monotonic()
@@ -346,12 +448,18 @@ def test_sigterm_drains_running_runs_and_releases_held_ones(database_url: str, t
     assert time.monotonic() - started < 15
     after = {r["id"]: r for r in fleet.runs("id = ANY(%s)", (list(in_flight),))}
     assert all(r["state"] == "done" for r in after.values()), "nothing is left claimed"
-    assert any(r["outcome"] == "ok" for r in after.values()), "the running run finished and was recorded"
+    assert any(r["outcome"] == "ok" for r in after.values()), (
+        "the running run finished and was recorded"
+    )
     assert {r["outcome"] for r in after.values()} <= {"ok", "released"}
-    assert fleet.query("SELECT stopped_at FROM plugin_runtime.nodes WHERE id = 'draining'")[0]["stopped_at"]
+    assert fleet.query("SELECT stopped_at FROM plugin_runtime.nodes WHERE id = 'draining'")[0][
+        "stopped_at"
+    ]
 
 
-def test_configs_created_or_edited_by_sql_take_effect_within_seconds(database_url: str, tmp_path: Path) -> None:
+def test_configs_created_or_edited_by_sql_take_effect_within_seconds(
+    database_url: str, tmp_path: Path
+) -> None:
     fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
     with fleet:
         fleet.install(PLUGINS / "tiny")
@@ -361,16 +469,32 @@ def test_configs_created_or_edited_by_sql_take_effect_within_seconds(database_ur
         created = time.monotonic()
         config_id = fleet.query(
             "INSERT INTO plugin_runtime.plugin_configs (plugin_id, settings) "
-            "VALUES (%s, '{\"api_key\": \"k\", \"greeting\": \"hello\"}') RETURNING id", (plugin_id,))[0]["id"]
-        fleet.wait_for(lambda: fleet.query(
-            "SELECT count(*) AS n FROM plugin_runtime.tasks WHERE config_id = %s AND next_slot IS NOT NULL",
-            (config_id,))[0]["n"] == 2, 10, "the new config's tasks to be scheduled")
+            'VALUES (%s, \'{"api_key": "k", "greeting": "hello"}\') RETURNING id',
+            (plugin_id,),
+        )[0]["id"]
+        fleet.wait_for(
+            lambda: (
+                fleet.query(
+                    "SELECT count(*) AS n FROM plugin_runtime.tasks WHERE config_id = %s AND next_slot IS NOT NULL",
+                    (config_id,),
+                )[0]["n"]
+                == 2
+            ),
+            10,
+            "the new config's tasks to be scheduled",
+        )
         assert time.monotonic() - created < 5.0
         fleet.wait_for(lambda: ok_runs(fleet, "task = 'run_every_hour'"), 30, "an hourly run")
-        fleet.query("UPDATE plugin_runtime.plugin_configs SET settings = settings || '{\"greeting\": \"bonjour\"}' "
-                    "WHERE id = %s", (config_id,))
+        fleet.query(
+            'UPDATE plugin_runtime.plugin_configs SET settings = settings || \'{"greeting": "bonjour"}\' '
+            "WHERE id = %s",
+            (config_id,),
+        )
         edited_at = fleet.scheduler_now()
-        fleet.wait_for(lambda: ok_runs(fleet, "task = 'run_every_hour' AND started_at > %s", (edited_at,)),
-                       30, "an hourly run after the edit")
+        fleet.wait_for(
+            lambda: ok_runs(fleet, "task = 'run_every_hour' AND started_at > %s", (edited_at,)),
+            30,
+            "an hourly run after the edit",
+        )
     later = ok_runs(fleet, "task = 'run_every_hour' AND started_at > %s", (edited_at,))
     assert all(r["result"] == {"greeting": "bonjour"} for r in later)

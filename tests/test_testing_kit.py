@@ -26,12 +26,15 @@ def test_limits_are_real(plugin_runner: PluginRunner) -> None:
     assert 900 <= result.duration_ms <= 3000
 
 
-def test_fake_http_records_calls_and_answers_404_without_a_route(tmp_path: Path, plugin_runner: PluginRunner) -> None:
+def test_fake_http_records_calls_and_answers_404_without_a_route(
+    tmp_path: Path, plugin_runner: PluginRunner
+) -> None:
     (tmp_path / "plugin.json").write_text('{"name": "f", "allowed_hosts": ["api.test"]}')
     (tmp_path / "main.py").write_text(
         "def run_every_minute(meta):\n"
         "    r = meta.fetch('https://api.test/x?a=1', headers={'H': 'v'})\n"
-        "    return r.status\n")
+        "    return r.status\n"
+    )
     http = FakeHttp()
     result = plugin_runner.run(tmp_path, http=http)
     assert_ok(result)

@@ -16,34 +16,86 @@ from runtime.testing.chaos import ChaosOptions, run_chaos
 
 
 @main.command("chaos")
-@click.option("--database-url", default=None, metavar="URL",
-              help="Server to make the throwaway database on (default: $PLUGIN_RUNTIME_TEST_DATABASE_URL, "
-                   "$PLUGIN_RUNTIME_DATABASE_URL, else the embedded server). Needs CREATE DATABASE.")
+@click.option(
+    "--database-url",
+    default=None,
+    metavar="URL",
+    help="Server to make the throwaway database on (default: $PLUGIN_RUNTIME_TEST_DATABASE_URL, "
+    "$PLUGIN_RUNTIME_DATABASE_URL, else the embedded server). Needs CREATE DATABASE.",
+)
 @click.option("--nodes", type=click.IntRange(1, 32), default=3, show_default=True)
 @click.option("--configs", type=click.IntRange(5, 100_000), default=200, show_default=True)
-@click.option("--duration", type=click.FloatRange(5), default=120.0, show_default=True,
-              help="Real seconds of fault injection.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(5),
+    default=120.0,
+    show_default=True,
+    help="Real seconds of fault injection.",
+)
 @click.option("--time-scale", type=click.FloatRange(1), default=600.0, show_default=True)
-@click.option("--kill-every", type=click.FloatRange(0), default=15.0, show_default=True,
-              help="SIGKILL a random node (and restart it) every N real seconds; 0: never.")
-@click.option("--pause-every", type=click.FloatRange(0), default=0.0,
-              help="SIGSTOP a node for a few seconds every N s (default: twice --kill-every).")
-@click.option("--db-outage", type=click.FloatRange(0), default=20.0, show_default=True,
-              help="Cut the database off for N real seconds, half-way through; 0: never.")
-@click.option("--clock-jump", type=click.FloatRange(0), default=0.0,
-              help="Jump every node's clock forward N minutes three quarters of the way through.")
-@click.option("--settle", type=click.FloatRange(0), default=20.0, show_default=True,
-              help="Real seconds to let the fleet catch up after the last fault.")
-@click.option("--max-lag", type=float, default=5.0, show_default=True,
-              help="Bound on healthy tasks' start lag p99 outside fault windows (real s).")
+@click.option(
+    "--kill-every",
+    type=click.FloatRange(0),
+    default=15.0,
+    show_default=True,
+    help="SIGKILL a random node (and restart it) every N real seconds; 0: never.",
+)
+@click.option(
+    "--pause-every",
+    type=click.FloatRange(0),
+    default=0.0,
+    help="SIGSTOP a node for a few seconds every N s (default: twice --kill-every).",
+)
+@click.option(
+    "--db-outage",
+    type=click.FloatRange(0),
+    default=20.0,
+    show_default=True,
+    help="Cut the database off for N real seconds, half-way through; 0: never.",
+)
+@click.option(
+    "--clock-jump",
+    type=click.FloatRange(0),
+    default=0.0,
+    help="Jump every node's clock forward N minutes three quarters of the way through.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=20.0,
+    show_default=True,
+    help="Real seconds to let the fleet catch up after the last fault.",
+)
+@click.option(
+    "--max-lag",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Bound on healthy tasks' start lag p99 outside fault windows (real s).",
+)
 @click.option("--seed", type=int, default=None)
 @click.option("--keep", is_flag=True, help="Keep the throwaway database and node logs.")
-def chaos_command(database_url: str | None, nodes: int, configs: int, duration: float,
-                  time_scale: float, kill_every: float, pause_every: float, db_outage: float,
-                  clock_jump: float, settle: float, max_lag: float, seed: int | None, keep: bool) -> None:
+def chaos_command(
+    database_url: str | None,
+    nodes: int,
+    configs: int,
+    duration: float,
+    time_scale: float,
+    kill_every: float,
+    pause_every: float,
+    db_outage: float,
+    clock_jump: float,
+    settle: float,
+    max_lag: float,
+    seed: int | None,
+    keep: bool,
+) -> None:
     """Inject faults into a real fleet and check the scheduling invariants."""
-    url = (database_url or os.environ.get("PLUGIN_RUNTIME_TEST_DATABASE_URL")
-           or os.environ.get("PLUGIN_RUNTIME_DATABASE_URL"))
+    url = (
+        database_url
+        or os.environ.get("PLUGIN_RUNTIME_TEST_DATABASE_URL")
+        or os.environ.get("PLUGIN_RUNTIME_DATABASE_URL")
+    )
     if not url:
         try:
             url = embedded_database_url(Path.cwd() / ".pgdata")
@@ -52,12 +104,24 @@ def chaos_command(database_url: str | None, nodes: int, configs: int, duration: 
     assert url is not None
     if db_outage >= duration:
         fail("--db-outage must be shorter than --duration", EXIT_BAD_INPUT)
-    report = run_chaos(ChaosOptions(
-        server_url=url, nodes=nodes, configs=configs, duration_s=duration, time_scale=time_scale,
-        kill_every_s=kill_every, pause_every_s=pause_every, db_outage_s=db_outage,
-        clock_jump_minutes=clock_jump, settle_s=settle, max_lag_s=max_lag, seed=seed, keep=keep,
-        log=lambda line: click.echo(line, err=True),
-    ))
+    report = run_chaos(
+        ChaosOptions(
+            server_url=url,
+            nodes=nodes,
+            configs=configs,
+            duration_s=duration,
+            time_scale=time_scale,
+            kill_every_s=kill_every,
+            pause_every_s=pause_every,
+            db_outage_s=db_outage,
+            clock_jump_minutes=clock_jump,
+            settle_s=settle,
+            max_lag_s=max_lag,
+            seed=seed,
+            keep=keep,
+            log=lambda line: click.echo(line, err=True),
+        )
+    )
     for line in report.lines():
         click.echo(line)
     if report.broken():

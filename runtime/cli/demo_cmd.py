@@ -26,8 +26,13 @@ def _examples_dir() -> Path:
 
 @main.command("demo")
 @database_url_option
-@click.option("--examples", "examples_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Where the example plugins are (default: the repo's examples/).")
+@click.option(
+    "--examples",
+    "examples_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the example plugins are (default: the repo's examples/).",
+)
 @cli_errors
 def demo_command(database_url: str | None, examples_dir: Path | None) -> None:
     """Install the examples, create a config for each, trigger a first run of each, and serve."""
@@ -46,8 +51,10 @@ def demo_command(database_url: str | None, examples_dir: Path | None) -> None:
             if config["enabled"]:
                 for task in config["tasks"]:
                     store.trigger(conn, config["id"], task)
-    click.echo("serving: each example ran once now; minute tasks run every minute from here on. "
-               "Ctrl-C stops.")
+    click.echo(
+        "serving: each example ran once now; minute tasks run every minute from here on. "
+        "Ctrl-C stops."
+    )
     supervisor = Supervisor(url, Settings(concurrency=8))
     supervisor.install_signal_handlers()
     supervisor.run()

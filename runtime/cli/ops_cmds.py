@@ -44,8 +44,9 @@ def _snapshot(database_url: str | None) -> dict[str, Any]:
         fail(str(exc), EXIT_BAD_INPUT)
     except DatabaseUnavailable as exc:  # the embedded server cannot start
         status = unreachable_status(database_url or "", str(exc))
-        status["problems"] = [Problem("database", "critical", str(exc),
-                                      "plugin-runtime db migrate").to_dict()]
+        status["problems"] = [
+            Problem("database", "critical", str(exc), "plugin-runtime db migrate").to_dict()
+        ]
         status["healthy"] = False
         return status
     return status_for_url(url)
@@ -88,8 +89,10 @@ def _print_status(status: Mapping[str, Any]) -> None:
     console = _console()
     db = status["database"]
     if not db.get("reachable"):
-        console.print(f"[bold red]DATABASE UNREACHABLE[/] at {escape(str(db.get('location')))}: "
-                      f"{escape(str(db.get('error')))}")
+        console.print(
+            f"[bold red]DATABASE UNREACHABLE[/] at {escape(str(db.get('location')))}: "
+            f"{escape(str(db.get('error')))}"
+        )
         console.print("Nodes, lag and configs cannot be shown without the database.")
     elif not db.get("schema", True):
         console.print("[bold red]the plugin_runtime schema is missing[/]")
@@ -98,18 +101,25 @@ def _print_status(status: Mapping[str, Any]) -> None:
             f"[bold]database[/] {escape(str(db['location']))} reachable, round trip "
             f"{db['rtt_ms']:.1f} ms (connect {db.get('connect_ms', 0):.0f} ms), connections "
             f"{db['connections']}/{db['max_connections']}, active {db['active']}, lock waits "
-            f"{db['lock_waits']}, longest statement {db['longest_query_s']:.0f} s")
+            f"{db['lock_waits']}, longest statement {db['longest_query_s']:.0f} s"
+        )
         q = status["queue"]
-        oldest = (f", oldest due run {q['oldest_run_id']} due {_when(q['oldest_due_at'])}"
-                  if q.get("oldest_run_id") else "")
-        console.print(f"[bold]queue[/] {q['claimed']} claimed by nodes (held or running), "
-                      f"{q['queued']} manual run(s) queued{oldest}")
+        oldest = (
+            f", oldest due run {q['oldest_run_id']} due {_when(q['oldest_due_at'])}"
+            if q.get("oldest_run_id")
+            else ""
+        )
+        console.print(
+            f"[bold]queue[/] {q['claimed']} claimed by nodes (held or running), "
+            f"{q['queued']} manual run(s) queued{oldest}"
+        )
         _print_tables(status)
     _print_problems(status["problems"])
 
 
-def _table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]
-           ) -> None:
+def _table(
+    title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]
+) -> None:
     if rows:
         print_table(title, columns, rows)
     else:
@@ -118,38 +128,91 @@ def _table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mappin
 
 def _print_tables(status: Mapping[str, Any]) -> None:
     minutes = status["window_s"] / 60
-    cadences = [{
-        **c, "runs_per_min": _num(c["runs_per_min"]), "lag_p50_s": _num(c["lag_p50_s"]),
-        "lag_p99_s": _num(c["lag_p99_s"]),
-        "oldest": _when(c["oldest_unstarted_slot"]) if c["overdue"] else "-",
-    } for c in status["cadences"]]
-    _table(f"lag per cadence (start lag in s, last {minutes:.0f} min)", [
-        ("cadence", "cadence"), ("tasks", "tasks"), ("runs/min", "runs_per_min"),
-        ("lag p50", "lag_p50_s"), ("lag p99", "lag_p99_s"), ("overdue", "overdue"),
-        ("oldest unstarted slot", "oldest"), ("missed 24h", "missed_24h")], cadences)
-    nodes = [{
-        **n, "heartbeat": f"{n['heartbeat_age_s']:.0f} s ago",
-        "load": f"{n['running']}/{n['concurrency']} running, {n['held']} held",
-        "runs_per_min": _num(n["runs_per_min"]), "lag_p99_s": _num(n["lag_p99_s"], 2),
-        "missing": ", ".join(n["layers_missing"]) or "none",
-        "active": str(len(n["layers_active"])),
-    } for n in status["nodes"]]
-    _table("nodes", [
-        ("node", "id"), ("state", "state"), ("heartbeat", "heartbeat"), ("load", "load"),
-        ("runs/min", "runs_per_min"), ("lag p99 s", "lag_p99_s"), ("layers on", "active"),
-        ("layers missing", "missing")], nodes)
-    worst = [{**w, "p95_ms": _num(w["p95_ms"], 0),
-              "status": "quarantined" if w["quarantined_at"] else
-                        ("enabled" if w["enabled"] else "disabled")}
-             for w in status["worst_configs"]]
-    _table("worst configs (last hour)", [
-        ("config", "config_id"), ("plugin", "plugin"), ("runs", "runs"),
-        ("failures", "failures"), ("timeouts", "timeouts"), ("p95 ms", "p95_ms"),
-        ("last outcome", "last_outcome"), ("status", "status")], worst)
+    cadences = [
+        {
+            **c,
+            "runs_per_min": _num(c["runs_per_min"]),
+            "lag_p50_s": _num(c["lag_p50_s"]),
+            "lag_p99_s": _num(c["lag_p99_s"]),
+            "oldest": _when(c["oldest_unstarted_slot"]) if c["overdue"] else "-",
+        }
+        for c in status["cadences"]
+    ]
+    _table(
+        f"lag per cadence (start lag in s, last {minutes:.0f} min)",
+        [
+            ("cadence", "cadence"),
+            ("tasks", "tasks"),
+            ("runs/min", "runs_per_min"),
+            ("lag p50", "lag_p50_s"),
+            ("lag p99", "lag_p99_s"),
+            ("overdue", "overdue"),
+            ("oldest unstarted slot", "oldest"),
+            ("missed 24h", "missed_24h"),
+        ],
+        cadences,
+    )
+    nodes = [
+        {
+            **n,
+            "heartbeat": f"{n['heartbeat_age_s']:.0f} s ago",
+            "load": f"{n['running']}/{n['concurrency']} running, {n['held']} held",
+            "runs_per_min": _num(n["runs_per_min"]),
+            "lag_p99_s": _num(n["lag_p99_s"], 2),
+            "missing": ", ".join(n["layers_missing"]) or "none",
+            "active": str(len(n["layers_active"])),
+        }
+        for n in status["nodes"]
+    ]
+    _table(
+        "nodes",
+        [
+            ("node", "id"),
+            ("state", "state"),
+            ("heartbeat", "heartbeat"),
+            ("load", "load"),
+            ("runs/min", "runs_per_min"),
+            ("lag p99 s", "lag_p99_s"),
+            ("layers on", "active"),
+            ("layers missing", "missing"),
+        ],
+        nodes,
+    )
+    worst = [
+        {
+            **w,
+            "p95_ms": _num(w["p95_ms"], 0),
+            "status": "quarantined"
+            if w["quarantined_at"]
+            else ("enabled" if w["enabled"] else "disabled"),
+        }
+        for w in status["worst_configs"]
+    ]
+    _table(
+        "worst configs (last hour)",
+        [
+            ("config", "config_id"),
+            ("plugin", "plugin"),
+            ("runs", "runs"),
+            ("failures", "failures"),
+            ("timeouts", "timeouts"),
+            ("p95 ms", "p95_ms"),
+            ("last outcome", "last_outcome"),
+            ("status", "status"),
+        ],
+        worst,
+    )
     quarantined = [{**q, "since": _when(q["quarantined_at"])} for q in status["quarantined"]]
-    _table("quarantined configs", [
-        ("config", "config_id"), ("plugin", "plugin"), ("since", "since"),
-        ("reason", "quarantine_reason")], quarantined)
+    _table(
+        "quarantined configs",
+        [
+            ("config", "config_id"),
+            ("plugin", "plugin"),
+            ("since", "since"),
+            ("reason", "quarantine_reason"),
+        ],
+        quarantined,
+    )
 
 
 def _print_problems(found: Sequence[Mapping[str, str]]) -> None:
@@ -158,8 +221,10 @@ def _print_problems(found: Sequence[Mapping[str, str]]) -> None:
     if not serious:
         console.print("[bold green]healthy[/]: no problems")
     for p in found:
-        console.print(f"[{STYLE[p['severity']]}]{p['severity'].upper()}[/] "
-                      f"{escape('[' + p['check'] + ']')} {escape(p['what'])}")
+        console.print(
+            f"[{STYLE[p['severity']]}]{p['severity'].upper()}[/] "
+            f"{escape('[' + p['check'] + ']')} {escape(p['what'])}"
+        )
         console.print(f"    run: {escape(p['command'])}", soft_wrap=True)
         if p.get("hint"):
             console.print(f"    ({escape(p['hint'])})", soft_wrap=True)
@@ -192,15 +257,19 @@ def doctor_cmd(database_url: str | None) -> None:
         if not serious:
             console.print(f"{head}: [bold green]OK[/]{_ok_detail(name, status)}")
         for p in found:
-            console.print(f"{head}: [{STYLE[p['severity']]}]{p['severity'].upper()}[/] "
-                          f"{escape(p['what'])}")
+            console.print(
+                f"{head}: [{STYLE[p['severity']]}]{p['severity'].upper()}[/] {escape(p['what'])}"
+            )
             console.print(f"    run: {escape(p['command'])}", soft_wrap=True)
             if p.get("hint"):
                 console.print(f"    ({escape(p['hint'])})", soft_wrap=True)
     code = _exit_code(status)
-    console.print("all checks OK" if code == 0 else
-                  f"[bold red]{sum(1 for p in status['problems'] if p['severity'] != 'notice')} "
-                  "problem(s)[/]")
+    console.print(
+        "all checks OK"
+        if code == 0
+        else f"[bold red]{sum(1 for p in status['problems'] if p['severity'] != 'notice')} "
+        "problem(s)[/]"
+    )
     raise click.exceptions.Exit(code)
 
 
@@ -224,22 +293,41 @@ def _ok_detail(check: str, status: Mapping[str, Any]) -> str:
 
 def _print_lines(rows: Sequence[Mapping[str, Any]]) -> None:
     for row in rows:
-        click.echo(f"{_when(row['ts'])}  run {row['run_id']}  {row['task'] or '-'}  "
-                   f"{str(row['level']).upper():<7} {row['message']}")
+        click.echo(
+            f"{_when(row['ts'])}  run {row['run_id']}  {row['task'] or '-'}  "
+            f"{str(row['level']).upper():<7} {row['message']}"
+        )
 
 
 @main.command("logs", cls=OneLineErrorCommand)
 @click.argument("config_id", metavar="ID", type=int)
 @click.option("--run", "run_id", type=int, metavar="RUN", help="Only lines of this run.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
-              help="How many of the latest lines to print first.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="Seconds between polls with --follow.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="How many of the latest lines to print first.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls with --follow.",
+)
 @database_url_option
 @cli_errors
-def logs_cmd(config_id: int, run_id: int | None, follow: bool, limit: int, interval: float,
-             database_url: str | None) -> None:
+def logs_cmd(
+    config_id: int,
+    run_id: int | None,
+    follow: bool,
+    limit: int,
+    interval: float,
+    database_url: str | None,
+) -> None:
     """Log lines of plugin config ID (print and meta.logger), oldest first."""
     with open_database(database_url) as conn:
         if run_id is not None:
@@ -257,8 +345,9 @@ def logs_cmd(config_id: int, run_id: int | None, follow: bool, limit: int, inter
         try:
             while True:
                 time.sleep(interval)
-                new = conn.execute(query("logs_after"), {**params, "after_id": last,
-                                                         "limit": 1000}).fetchall()
+                new = conn.execute(
+                    query("logs_after"), {**params, "after_id": last, "limit": 1000}
+                ).fetchall()
                 if new:
                     _print_lines(new)
                     last = new[-1]["id"]
@@ -270,18 +359,35 @@ def logs_cmd(config_id: int, run_id: int | None, follow: bool, limit: int, inter
 
 
 @main.command("prune", cls=OneLineErrorCommand)
-@click.option("--runs-days", type=click.FloatRange(min=0), default=retention.DEFAULT_RUNS_DAYS,
-              show_default=True, help="Delete runs finished more than this many days ago.")
-@click.option("--logs-days", type=click.FloatRange(min=0), default=retention.DEFAULT_LOGS_DAYS,
-              show_default=True, help="Delete log lines older than this many days.")
-@click.option("--batch", type=click.IntRange(min=1), default=retention.DEFAULT_BATCH,
-              show_default=True, help="Rows per statement (each statement is short).")
+@click.option(
+    "--runs-days",
+    type=click.FloatRange(min=0),
+    default=retention.DEFAULT_RUNS_DAYS,
+    show_default=True,
+    help="Delete runs finished more than this many days ago.",
+)
+@click.option(
+    "--logs-days",
+    type=click.FloatRange(min=0),
+    default=retention.DEFAULT_LOGS_DAYS,
+    show_default=True,
+    help="Delete log lines older than this many days.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=retention.DEFAULT_BATCH,
+    show_default=True,
+    help="Rows per statement (each statement is short).",
+)
 @database_url_option
 @cli_errors
 def prune_cmd(runs_days: float, logs_days: float, batch: int, database_url: str | None) -> None:
     """Retention: delete old runs and log lines in short batches (safe while nodes run)."""
     with open_database(database_url) as conn:
         result = retention.prune(conn, runs_days, logs_days, batch, pause_s=0.05)
-    click.echo(f"deleted {result['runs']} run(s) older than {runs_days:g} day(s) and "
-               f"{result['logs']} log line(s) older than {logs_days:g} day(s) in "
-               f"{result['statements']} statement(s), {result['seconds']:.1f} s")
+    click.echo(
+        f"deleted {result['runs']} run(s) older than {runs_days:g} day(s) and "
+        f"{result['logs']} log line(s) older than {logs_days:g} day(s) in "
+        f"{result['statements']} statement(s), {result['seconds']:.1f} s"
+    )

@@ -128,9 +128,7 @@ def read_json_object(path: str, what: str, *, missing_ok: bool = False) -> dict[
     return data
 
 
-def build_settings(
-    plugin: Plugin, config_file: str | None, pairs: Sequence[str]
-) -> dict[str, Any]:
+def build_settings(plugin: Plugin, config_file: str | None, pairs: Sequence[str]) -> dict[str, Any]:
     """Settings from --config-file, overridden by --config KEY=VALUE, checked against the
     plugin's config_schema (messages never repeat a value)."""
     settings: dict[str, Any] = read_json_object(config_file, "config file") if config_file else {}
@@ -141,8 +139,9 @@ def build_settings(
         raise BadInput(str(exc)) from None
 
 
-def build_limits(plugin: Plugin, timeout_s: float | None, cpu_s: float | None,
-                 memory_mb: int | None) -> Limits:
+def build_limits(
+    plugin: Plugin, timeout_s: float | None, cpu_s: float | None, memory_mb: int | None
+) -> Limits:
     """Flags override the plugin's own limits; the operator caps (the defaults) still apply."""
     for flag, value in (("--timeout-s", timeout_s), ("--cpu-s", cpu_s), ("--memory-mb", memory_mb)):
         if value is not None and value <= 0:
@@ -266,8 +265,11 @@ def report_json(
         "storage_writes": dict(outcome.storage_writes) if outcome.ok else {},
         "storage_deletes": list(outcome.storage_deletes) if outcome.ok else [],
         "fetch_calls": list(outcome.fetch_calls),
-        "limits": {"timeout_s": limits.timeout_s, "cpu_s": limits.cpu_s,
-                   "memory_mb": limits.memory_mb},
+        "limits": {
+            "timeout_s": limits.timeout_s,
+            "cpu_s": limits.cpu_s,
+            "memory_mb": limits.memory_mb,
+        },
         "layers": dict(layers),
         "layer_reasons": {k: v for k, v in reasons.items() if not layers.get(k, False)},
     }
@@ -300,19 +302,26 @@ def report_text(data: Mapping[str, Any], before: Mapping[str, Any], console: Con
         console.print(f"[bold]logs[/bold] ({len(data['logs'])})")
         for line in data["logs"]:
             style = _LEVEL_STYLE.get(line["level"], "")
-            console.print(f"  [{style}]{line['level']:<7}[/{style}] {escape(line['message'])}"
-                          if style else f"  {line['level']:<7} {escape(line['message'])}")
+            console.print(
+                f"  [{style}]{line['level']:<7}[/{style}] {escape(line['message'])}"
+                if style
+                else f"  {line['level']:<7} {escape(line['message'])}"
+            )
     error = data["error"]
     if error is not None:
-        console.print(f"[bold red]error[/bold red] {escape(error['type'])}: {escape(error['message'])}")
+        console.print(
+            f"[bold red]error[/bold red] {escape(error['type'])}: {escape(error['message'])}"
+        )
         for tb_line, times in _collapse(error["traceback"]):
             repeat = f" [yellow](x{times})[/yellow]" if times > 1 else ""
             console.print(f"  [dim]{escape(tb_line)}[/dim]{repeat}")
     if ok:
         console.print(f"[bold]result[/bold] {escape(_short(data['result']))}")
     for call in data["fetch_calls"]:
-        console.print(f"[bold]fetch[/bold] {escape(str(call.get('method', 'GET')))} "
-                      f"{escape(str(call.get('url', '')))}")
+        console.print(
+            f"[bold]fetch[/bold] {escape(str(call.get('method', 'GET')))} "
+            f"{escape(str(call.get('url', '')))}"
+        )
     _storage_diff(before, data["storage"], ok, console)
     _layers(data["layers"], data["layer_reasons"], console)
 
@@ -328,8 +337,9 @@ def _collapse(lines: Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
-def _storage_diff(before: Mapping[str, Any], after: Mapping[str, Any], ok: bool,
-                  console: Console) -> None:
+def _storage_diff(
+    before: Mapping[str, Any], after: Mapping[str, Any], ok: bool, console: Console
+) -> None:
     if not ok:
         console.print("[bold]storage[/bold] unchanged (writes of a failed run are dropped)")
         return
@@ -340,8 +350,10 @@ def _storage_diff(before: Mapping[str, Any], after: Mapping[str, Any], ok: bool,
         elif key not in before:
             changes.append(f"  [green]+ {escape(key)} = {escape(_short(after[key]))}[/green]")
         elif before[key] != after[key]:
-            changes.append(f"  [yellow]~ {escape(key)}: {escape(_short(before[key]))} -> "
-                           f"{escape(_short(after[key]))}[/yellow]")
+            changes.append(
+                f"  [yellow]~ {escape(key)}: {escape(_short(before[key]))} -> "
+                f"{escape(_short(after[key]))}[/yellow]"
+            )
     if changes:
         console.print("[bold]storage[/bold]")
         for change in changes:
@@ -353,7 +365,9 @@ def _storage_diff(before: Mapping[str, Any], after: Mapping[str, Any], ok: bool,
 def _layers(layers: Mapping[str, bool], reasons: Mapping[str, str], console: Console) -> None:
     on = [name for name, active in layers.items() if active]
     off = [name for name, active in layers.items() if not active]
-    console.print(f"[bold]sandbox layers[/bold] [green]on:[/green] {escape(', '.join(on) or 'none')}")
+    console.print(
+        f"[bold]sandbox layers[/bold] [green]on:[/green] {escape(', '.join(on) or 'none')}"
+    )
     for name in off:
         why = reasons.get(name, "unavailable on this host")
         console.print(f"  [yellow]off: {escape(name)}[/yellow] ({escape(why)})")
@@ -365,18 +379,29 @@ def _layers(layers: Mapping[str, bool], reasons: Mapping[str, str], console: Con
 @main.command("run", cls=OneLineErrorCommand)
 @click.argument("plugin_dir", metavar="PLUGIN_DIR")
 @click.argument("task", required=False, metavar="[TASK]")
-@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
-              help="A setting of the plugin's config_schema (repeatable).")
+@click.option(
+    "--config",
+    "config_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the plugin's config_schema (repeatable).",
+)
 @click.option("--config-file", metavar="F.json", help="Settings as a JSON object (--config wins).")
-@click.option("--storage-file", metavar="F.json",
-              help="Storage before the run; rewritten with the run's writes when it succeeds.")
+@click.option(
+    "--storage-file",
+    metavar="F.json",
+    help="Storage before the run; rewritten with the run's writes when it succeeds.",
+)
 @click.option("--timeout-s", type=float, help="Wall-time limit (capped by the operator's cap).")
 @click.option("--cpu-s", type=float, help="CPU-time limit (capped).")
 @click.option("--memory-mb", type=int, help="Address-space limit in MiB (capped).")
 @click.option("--slot", metavar="ISO", help="meta.run.slot (default: the task's latest slot).")
 @click.option("--backfilled", is_flag=True, help="Set meta.run.backfilled.")
-@click.option("--allow-private", is_flag=True,
-              help="Let meta.fetch reach loopback and private addresses (local testing).")
+@click.option(
+    "--allow-private",
+    is_flag=True,
+    help="Let meta.fetch reach loopback and private addresses (local testing).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
 def run_command(
     plugin_dir: str,
@@ -415,8 +440,9 @@ def run_command(
     except BadInput as exc:
         fail(str(exc), EXIT_BAD_INPUT)
         return
-    request = RunRequest(plugin=plugin, task=chosen, config=settings, storage=storage,
-                         limits=limits, run=run)
+    request = RunRequest(
+        plugin=plugin, task=chosen, config=settings, storage=storage, limits=limits, run=run
+    )
     try:
         outcome, layers, reasons = execute(request, allow_private)
     except (SandboxError, OSError) as exc:

@@ -18,75 +18,165 @@ CAPABILITIES = ("scheduledTasks",)
 
 @main.command("serve")
 @database_url_option
-@click.option("--concurrency", type=click.IntRange(1, 4096), default=32, show_default=True,
-              help="Runs at once on this node.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    help="Runs at once on this node.",
+)
 @click.option("--node-id", default=None, help="This node's name in the fleet (default: host-pid).")
-@click.option("--http", "http_addr", default=None, metavar="HOST:PORT",
-              help="Serve /metrics, /healthz, /readyz and the status page here.")
-@click.option("--capabilities", default="scheduledTasks", show_default=True,
-              help="Comma-separated: scheduledTasks (schedule and run tasks). Without it the node "
-                   "only heartbeats and runs manual triggers.")
-@click.option("--quarantine-after", type=click.IntRange(0), default=10, show_default=True,
-              help="Quarantine a config after this many failed runs in a row (0: never).")
-@click.option("--runs-retention-days", type=float, default=30.0, show_default=True,
-              help="Delete finished runs older than this (0: keep forever).")
-@click.option("--logs-retention-days", type=float, default=7.0, show_default=True,
-              help="Delete run log lines older than this (0: keep forever).")
-@click.option("--timeout-cap-s", type=float, default=30.0, show_default=True,
-              help="Operator cap on a run's wall time (a plugin may ask for less).")
+@click.option(
+    "--http",
+    "http_addr",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /metrics, /healthz, /readyz and the status page here.",
+)
+@click.option(
+    "--capabilities",
+    default="scheduledTasks",
+    show_default=True,
+    help="Comma-separated: scheduledTasks (schedule and run tasks). Without it the node "
+    "only heartbeats and runs manual triggers.",
+)
+@click.option(
+    "--quarantine-after",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="Quarantine a config after this many failed runs in a row (0: never).",
+)
+@click.option(
+    "--runs-retention-days",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Delete finished runs older than this (0: keep forever).",
+)
+@click.option(
+    "--logs-retention-days",
+    type=float,
+    default=7.0,
+    show_default=True,
+    help="Delete run log lines older than this (0: keep forever).",
+)
+@click.option(
+    "--timeout-cap-s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Operator cap on a run's wall time (a plugin may ask for less).",
+)
 @click.option("--cpu-cap-s", type=float, default=30.0, show_default=True)
 @click.option("--memory-cap-mb", type=int, default=256, show_default=True)
-@click.option("--tick-interval", type=float, default=10.0, show_default=True,
-              help="Seconds between claims of due tasks (each claim takes a batch; runs are "
-                   "claimed this far ahead and start at their due time).")
-@click.option("--dead-after", type=float, default=20.0, show_default=True,
-              help="Real seconds without a heartbeat after which a node's runs are released.")
-@click.option("--hourly-window-h", type=float, default=48.0, show_default=True,
-              help="Catch-up window of hourly tasks.")
+@click.option(
+    "--tick-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between claims of due tasks (each claim takes a batch; runs are "
+    "claimed this far ahead and start at their due time).",
+)
+@click.option(
+    "--dead-after",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Real seconds without a heartbeat after which a node's runs are released.",
+)
+@click.option(
+    "--hourly-window-h",
+    type=float,
+    default=48.0,
+    show_default=True,
+    help="Catch-up window of hourly tasks.",
+)
 @click.option("--daily-window-d", type=float, default=7.0, show_default=True)
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-              help="Default: text on a terminal, JSON lines otherwise.")
-@click.option("--testing", is_flag=True, help="Allow test-only options (--time-scale, --start-time).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Default: text on a terminal, JSON lines otherwise.",
+)
+@click.option(
+    "--testing", is_flag=True, help="Allow test-only options (--time-scale, --start-time)."
+)
 @click.option("--time-scale", type=float, default=1.0, help="[--testing] scheduler clock speed.")
 @click.option("--start-time", default=None, help="[--testing] scheduler clock start (ISO 8601).")
-@click.option("--clock-origin", type=float, default=None,
-              help="[--testing] Unix time at which the scheduler clock read --start-time.")
-@click.option("--jump-on-sigusr1", type=float, default=0.0,
-              help="[--testing] minutes the scheduler clock jumps forward on each SIGUSR1.")
+@click.option(
+    "--clock-origin",
+    type=float,
+    default=None,
+    help="[--testing] Unix time at which the scheduler clock read --start-time.",
+)
+@click.option(
+    "--jump-on-sigusr1",
+    type=float,
+    default=0.0,
+    help="[--testing] minutes the scheduler clock jumps forward on each SIGUSR1.",
+)
 def serve_command(
-    database_url: str | None, concurrency: int, node_id: str | None, http_addr: str | None,
-    capabilities: str, quarantine_after: int, runs_retention_days: float,
-    logs_retention_days: float, timeout_cap_s: float, cpu_cap_s: float,
-    memory_cap_mb: int, tick_interval: float, dead_after: float, hourly_window_h: float, daily_window_d: float,
-    log_format: str | None, testing: bool, time_scale: float, start_time: str | None,
-    clock_origin: float | None, jump_on_sigusr1: float,
+    database_url: str | None,
+    concurrency: int,
+    node_id: str | None,
+    http_addr: str | None,
+    capabilities: str,
+    quarantine_after: int,
+    runs_retention_days: float,
+    logs_retention_days: float,
+    timeout_cap_s: float,
+    cpu_cap_s: float,
+    memory_cap_mb: int,
+    tick_interval: float,
+    dead_after: float,
+    hourly_window_h: float,
+    daily_window_d: float,
+    log_format: str | None,
+    testing: bool,
+    time_scale: float,
+    start_time: str | None,
+    clock_origin: float | None,
+    jump_on_sigusr1: float,
 ) -> None:
     """Run a supervisor node: schedule and run plugin tasks until SIGTERM."""
     setup_logging(log_format)
     if (time_scale != 1.0 or start_time or clock_origin or jump_on_sigusr1) and not testing:
-        fail("--time-scale, --start-time, --clock-origin and --jump-on-sigusr1 are for testing "
-             "only: add --testing", EXIT_BAD_INPUT)
+        fail(
+            "--time-scale, --start-time, --clock-origin and --jump-on-sigusr1 are for testing "
+            "only: add --testing",
+            EXIT_BAD_INPUT,
+        )
     if time_scale <= 0:
         fail("--time-scale must be > 0", EXIT_BAD_INPUT)
     caps = [c.strip() for c in capabilities.split(",") if c.strip()]
     unknown = [c for c in caps if c not in CAPABILITIES]
     if unknown:
-        fail(f"unknown capability '{unknown[0]}' (known: {', '.join(CAPABILITIES)})", EXIT_BAD_INPUT)
+        fail(
+            f"unknown capability '{unknown[0]}' (known: {', '.join(CAPABILITIES)})", EXIT_BAD_INPUT
+        )
     try:
         clock = Clock(parse_time(start_time) if start_time else None, time_scale, clock_origin)
     except ValueError as exc:
         fail(f"--start-time: {exc}", EXIT_BAD_INPUT)
     try:
         policy = SchedulePolicy.from_overrides(
-            window={"hour": hourly_window_h * 3600, "day": daily_window_d * 86400})
+            window={"hour": hourly_window_h * 3600, "day": daily_window_d * 86400}
+        )
     except ScheduleError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     settings = Settings(
-        concurrency=concurrency, capabilities=tuple(caps), quarantine_after=quarantine_after,
+        concurrency=concurrency,
+        capabilities=tuple(caps),
+        quarantine_after=quarantine_after,
         caps=Limits(timeout_s=timeout_cap_s, cpu_s=cpu_cap_s, memory_mb=memory_cap_mb),
-        tick_interval_s=tick_interval, lookahead_s=tick_interval + 1.0,
-        flush_interval_s=tick_interval, policy=policy, dead_after_s=dead_after,
-        runs_retention_days=runs_retention_days or None, logs_retention_days=logs_retention_days or None,
+        tick_interval_s=tick_interval,
+        lookahead_s=tick_interval + 1.0,
+        flush_interval_s=tick_interval,
+        policy=policy,
+        dead_after_s=dead_after,
+        runs_retention_days=runs_retention_days or None,
+        logs_retention_days=logs_retention_days or None,
     )
     if node_id:
         settings.node_id = node_id
@@ -100,8 +190,7 @@ def serve_command(
         import signal
         from datetime import timedelta
 
-        signal.signal(signal.SIGUSR1,
-                      lambda *_: clock.jump(timedelta(minutes=jump_on_sigusr1)))
+        signal.signal(signal.SIGUSR1, lambda *_: clock.jump(timedelta(minutes=jump_on_sigusr1)))
     if http_addr:
         from runtime.http import serve_http
 

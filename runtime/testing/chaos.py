@@ -34,8 +34,13 @@ from runtime.testing.fleet import Fleet
 
 PLUGINS_DIR = Path(__file__).parent / "plugins"
 # Share of configs per plugin; chaos_hang is the faulty one.
-MIX = (("chaos_hourly", 0.55), ("chaos_daily", 0.10), ("chaos_cron", 0.10),
-       ("chaos_minute", 0.20), ("chaos_hang", 0.05))
+MIX = (
+    ("chaos_hourly", 0.55),
+    ("chaos_daily", 0.10),
+    ("chaos_cron", 0.10),
+    ("chaos_minute", 0.20),
+    ("chaos_hang", 0.05),
+)
 HEALTHY = {"chaos_hourly", "chaos_daily", "chaos_cron", "chaos_minute"}
 
 
@@ -98,17 +103,31 @@ class ChaosReport:
 
     def lines(self) -> list[str]:
         kinds = Counter(f.kind for f in self.faults)
-        out = ["faults injected: " + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none")]
-        out.append(f"slots (hourly/daily/cron, healthy): expected {self.expected_slots}, "
-                   f"run {self.run_slots}, skipped {len(self.skipped)}, duplicated {len(self.duplicates)}, "
-                   f"recorded missed {self.missed_records}")
+        out = [
+            "faults injected: "
+            + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none")
+        ]
+        out.append(
+            f"slots (hourly/daily/cron, healthy): expected {self.expected_slots}, "
+            f"run {self.run_slots}, skipped {len(self.skipped)}, duplicated {len(self.duplicates)}, "
+            f"recorded missed {self.missed_records}"
+        )
         out.append(f"minute tasks running twice at once: {len(self.overlaps)}")
-        out.append("runs by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(self.outcomes.items())))
-        out.append("runs by node: " + ", ".join(f"{k} {n}" for k, n in sorted(self.runs_by_node.items())))
-        for name, lags in (("all", self.lags_all), ("outside fault windows", self.lags_outside_faults)):
+        out.append(
+            "runs by outcome: " + ", ".join(f"{k} {n}" for k, n in sorted(self.outcomes.items()))
+        )
+        out.append(
+            "runs by node: " + ", ".join(f"{k} {n}" for k, n in sorted(self.runs_by_node.items()))
+        )
+        for name, lags in (
+            ("all", self.lags_all),
+            ("outside fault windows", self.lags_outside_faults),
+        ):
             if lags:
-                out.append(f"healthy start lag ({name}, real s, n={len(lags)}): p50 {_pct(lags, 0.5):.2f}, "
-                           f"p90 {_pct(lags, 0.9):.2f}, p99 {_pct(lags, 0.99):.2f}, max {max(lags):.2f}")
+                out.append(
+                    f"healthy start lag ({name}, real s, n={len(lags)}): p50 {_pct(lags, 0.5):.2f}, "
+                    f"p90 {_pct(lags, 0.9):.2f}, p99 {_pct(lags, 0.99):.2f}, max {max(lags):.2f}"
+                )
         for tid, slot in self.skipped[:10]:
             out.append(f"  skipped: task {tid} slot {slot.isoformat()}")
         for tid, slot in self.duplicates[:10]:
@@ -143,13 +162,24 @@ class DatabaseCut:
 
     def cut(self) -> None:
         with _admin(self.server_url) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(self.name)))
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s AND pid <> pg_backend_pid()", (self.name,))
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(self.name)
+                )
+            )
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.name,),
+            )
 
     def restore(self) -> None:
         with _admin(self.server_url) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(self.name)))
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                    sql.Identifier(self.name)
+                )
+            )
 
 
 def run_chaos(options: ChaosOptions) -> ChaosReport:
@@ -162,16 +192,27 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="plugin-runtime-chaos-"))
     report = ChaosReport(max_lag_s=options.max_lag_s, database=name)
     cut = DatabaseCut(options.server_url, name)
-    start_time = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(minutes=50)
+    start_time = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(
+        minutes=50
+    )
     extra = ["--dead-after", "5", "--quarantine-after", "0"]  # the faulty plugin keeps misbehaving
     if options.clock_jump_minutes:
         extra += ["--jump-on-sigusr1", str(options.clock_jump_minutes)]
-    fleet = Fleet(url, workdir, time_scale=options.time_scale, start_time=start_time,
-                  tick_interval=10.0, concurrency=options.concurrency, extra_args=extra)
+    fleet = Fleet(
+        url,
+        workdir,
+        time_scale=options.time_scale,
+        start_time=start_time,
+        tick_interval=10.0,
+        concurrency=options.concurrency,
+        extra_args=extra,
+    )
     try:
         _populate(fleet, options.configs)
-        say(f"database {name}: {options.configs} configs; {options.nodes} nodes at {options.time_scale:g}x; "
-            f"logs in {workdir}")
+        say(
+            f"database {name}: {options.configs} configs; {options.nodes} nodes at {options.time_scale:g}x; "
+            f"logs in {workdir}"
+        )
         fleet.start_nodes(options.nodes)
         fleet.wait_ready(60)
         began = time.monotonic()
@@ -194,7 +235,9 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
             pass
         if not options.keep:
             with _admin(options.server_url) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
     return report
 
 
@@ -211,7 +254,8 @@ def _populate(fleet: Fleet, count: int) -> None:
             conn.execute(
                 "INSERT INTO plugin_runtime.plugin_configs (plugin_id, settings) "
                 "SELECT p.id, '{}' FROM plugin_runtime.plugins p, generate_series(1, %s) WHERE p.name = %s",
-                (n, plugin))
+                (n, plugin),
+            )
     with fleet.conn() as conn:
         store.sync_tasks(conn)
 
@@ -222,8 +266,14 @@ def _sched_at(fleet: Fleet, real_monotonic: float) -> datetime:
     return now - timedelta(seconds=(time.monotonic() - real_monotonic) * fleet.time_scale)
 
 
-def _inject(fleet: Fleet, options: ChaosOptions, report: ChaosReport, cut: DatabaseCut,
-            rng: random.Random, began: float) -> None:
+def _inject(
+    fleet: Fleet,
+    options: ChaosOptions,
+    report: ChaosReport,
+    cut: DatabaseCut,
+    rng: random.Random,
+    began: float,
+) -> None:
     say = options.log
     end = began + options.duration_s
     pause_every = options.pause_every_s or options.kill_every_s * 2
@@ -261,20 +311,32 @@ def _inject(fleet: Fleet, options: ChaosOptions, report: ChaosReport, cut: Datab
             outage_at = float("inf")
         elif now >= jump_at:
             fleet.jump_clock(timedelta(minutes=options.clock_jump_minutes))
-            report.faults.append(Fault("clock_jump", now, now + 1.0, f"+{options.clock_jump_minutes:g} min"))
-            say(f"[{now - began:6.1f}s] clock jumped +{options.clock_jump_minutes:g} min on every node")
+            report.faults.append(
+                Fault("clock_jump", now, now + 1.0, f"+{options.clock_jump_minutes:g} min")
+            )
+            say(
+                f"[{now - began:6.1f}s] clock jumped +{options.clock_jump_minutes:g} min on every node"
+            )
             jump_at = float("inf")
         else:
-            time.sleep(min(0.2, max(0.0, min(next_kill, next_pause, outage_at, jump_at, end) - now)))
+            time.sleep(
+                min(0.2, max(0.0, min(next_kill, next_pause, outage_at, jump_at, end) - now))
+            )
 
 
 def _check(fleet: Fleet, report: ChaosReport, horizon: datetime, end_sched: datetime) -> None:
     with connect(fleet.database_url) as conn:
-        tasks = {row["id"]: row for row in conn.execute(
-            "SELECT t.id, t.cadence, t.cron, t.offset_s, p.name AS plugin FROM plugin_runtime.tasks t "
-            "JOIN plugin_runtime.plugin_configs c ON c.id = t.config_id "
-            "JOIN plugin_runtime.plugins p ON p.id = c.plugin_id").fetchall()}
-        runs = conn.execute("SELECT * FROM plugin_runtime.runs WHERE NOT manual ORDER BY id").fetchall()
+        tasks = {
+            row["id"]: row
+            for row in conn.execute(
+                "SELECT t.id, t.cadence, t.cron, t.offset_s, p.name AS plugin FROM plugin_runtime.tasks t "
+                "JOIN plugin_runtime.plugin_configs c ON c.id = t.config_id "
+                "JOIN plugin_runtime.plugins p ON p.id = c.plugin_id"
+            ).fetchall()
+        }
+        runs = conn.execute(
+            "SELECT * FROM plugin_runtime.runs WHERE NOT manual ORDER BY id"
+        ).fetchall()
     report.outcomes = Counter(str(r["outcome"]) for r in runs)
     report.runs_by_node = Counter(str(r["node"]) for r in runs if r["outcome"] == "ok")
     report.missed_records = report.outcomes.get("missed", 0)
@@ -283,17 +345,24 @@ def _check(fleet: Fleet, report: ChaosReport, horizon: datetime, end_sched: date
         if run["task_id"] is not None:
             by_task[run["task_id"]].append(run)
     ok_slots: Counter[tuple[int, datetime]] = Counter(
-        (r["task_id"], r["slot"]) for r in runs if r["outcome"] == "ok")
+        (r["task_id"], r["slot"]) for r in runs if r["outcome"] == "ok"
+    )
     report.duplicates = sorted(key for key, n in ok_slots.items() if n > 1)
-    windows = [(_sched_from_real(fleet, f.start), _sched_from_real(fleet, f.end + 3.0)) for f in report.faults]
+    windows = [
+        (_sched_from_real(fleet, f.start), _sched_from_real(fleet, f.end + 3.0))
+        for f in report.faults
+    ]
     jumps = [f for f in report.faults if f.kind == "clock_jump"]
     for task_id, task in tasks.items():
         task_runs = by_task.get(task_id, [])
         if task["plugin"] not in HEALTHY:
             continue
         if task["cadence"] == "minute":
-            spans = sorted((r["started_at"], r["finished_at"]) for r in task_runs
-                           if r["started_at"] is not None and r["finished_at"] is not None)
+            spans = sorted(
+                (r["started_at"], r["finished_at"])
+                for r in task_runs
+                if r["started_at"] is not None and r["finished_at"] is not None
+            )
             if any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)):
                 report.overlaps.append(task_id)
         else:
@@ -302,7 +371,9 @@ def _check(fleet: Fleet, report: ChaosReport, horizon: datetime, end_sched: date
                 continue
             first = min(slots)
             due_limit = horizon - timedelta(seconds=task["offset_s"])
-            expected = schedule.slots_between(task["cron"], first, due_limit) if due_limit > first else []
+            expected = (
+                schedule.slots_between(task["cron"], first, due_limit) if due_limit > first else []
+            )
             report.expected_slots += len(expected)
             for slot in expected:
                 if ok_slots[(task_id, slot)]:
@@ -310,11 +381,18 @@ def _check(fleet: Fleet, report: ChaosReport, horizon: datetime, end_sched: date
                 elif not any(r["slot"] == slot and r["outcome"] == "missed" for r in task_runs):
                     report.skipped.append((task_id, slot))
         for run in task_runs:
-            if run["outcome"] != "ok" or run["attempt"] != 1 or run["backfilled"] or run["started_at"] is None:
+            if (
+                run["outcome"] != "ok"
+                or run["attempt"] != 1
+                or run["backfilled"]
+                or run["started_at"] is None
+            ):
                 continue
             due = run["slot"] + timedelta(seconds=task["offset_s"])
             lag = (run["started_at"] - due).total_seconds() / fleet.time_scale
-            if jumps and any(due >= _sched_from_real(fleet, j.start) - timedelta(hours=1) for j in jumps):
+            if jumps and any(
+                due >= _sched_from_real(fleet, j.start) - timedelta(hours=1) for j in jumps
+            ):
                 continue  # after a clock jump every task is late by the jump, by design
             report.lags_all.append(lag)
             if not any(a <= due <= b for a, b in windows):

@@ -42,8 +42,9 @@ class Node:
 
     def start(self) -> Node:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(self.make_args(), stdout=log, stderr=log, env=self.env,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.make_args(), stdout=log, stderr=log, env=self.env, start_new_session=True
+        )
         log.close()
         return self
 
@@ -149,11 +150,18 @@ class Fleet:
         with self.conn() as conn:
             return store.install_plugin(conn, load_plugin(plugin_dir))
 
-    def create_configs(self, plugin_name: str, count: int, settings: dict[str, Any] | None = None,
-                       enabled: bool = True) -> list[int]:
+    def create_configs(
+        self,
+        plugin_name: str,
+        count: int,
+        settings: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> list[int]:
         with self.conn() as conn:
-            return [store.create_config(conn, plugin_name, dict(settings or {}), enabled=enabled)
-                    for _ in range(count)]
+            return [
+                store.create_config(conn, plugin_name, dict(settings or {}), enabled=enabled)
+                for _ in range(count)
+            ]
 
     def query(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
         with self.conn() as conn:
@@ -165,16 +173,35 @@ class Fleet:
 
     # -- nodes --------------------------------------------------------------------------------
     def node_args(self, node_id: str) -> list[str]:
-        args = [sys.executable, "-m", "runtime", "serve", "--database-url", self.database_url,
-                "--node-id", node_id, "--concurrency", str(self.concurrency),
-                "--tick-interval", str(self.tick_interval), "--log-format", "json"]
+        args = [
+            sys.executable,
+            "-m",
+            "runtime",
+            "serve",
+            "--database-url",
+            self.database_url,
+            "--node-id",
+            node_id,
+            "--concurrency",
+            str(self.concurrency),
+            "--tick-interval",
+            str(self.tick_interval),
+            "--log-format",
+            "json",
+        ]
         if self.scheduler_now() is not None:
             # One clock for the whole fleet: each node computes it from the same origin, however
             # long it took to start.
             assert self.start_time is not None
-            args += ["--testing", "--time-scale", str(self.time_scale),
-                     "--start-time", str(iso(self.start_time)),
-                     "--clock-origin", repr(self._origin_unix)]
+            args += [
+                "--testing",
+                "--time-scale",
+                str(self.time_scale),
+                "--start-time",
+                str(iso(self.start_time)),
+                "--clock-origin",
+                repr(self._origin_unix),
+            ]
         return args + list(self.extra_args)
 
     def add_node(self, node_id: str | None = None) -> Node:
@@ -190,12 +217,27 @@ class Fleet:
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every running node has registered and heartbeated."""
         ids = [n.node_id for n in self.nodes if n.alive()]
-        self.wait_for(lambda: len(self.query(
-            "SELECT id FROM plugin_runtime.nodes WHERE id = ANY(%s) AND stopped_at IS NULL", (ids,)
-        )) == len(ids), timeout, "nodes to register")
+        self.wait_for(
+            lambda: (
+                len(
+                    self.query(
+                        "SELECT id FROM plugin_runtime.nodes WHERE id = ANY(%s) AND stopped_at IS NULL",
+                        (ids,),
+                    )
+                )
+                == len(ids)
+            ),
+            timeout,
+            "nodes to register",
+        )
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str = "condition",
-                 interval: float = 0.2) -> Any:
+    def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float,
+        what: str = "condition",
+        interval: float = 0.2,
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()

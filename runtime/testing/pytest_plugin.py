@@ -110,18 +110,33 @@ class FakeHttp:
         url = str(args.get("url", ""))
         host = (urllib.parse.urlsplit(url).hostname or "").lower()
         if host not in plugin.manifest.allowed_hosts:
-            raise FetchRefused(f"host {host!r} is not in the plugin's allowed_hosts "
-                               f"{list(plugin.manifest.allowed_hosts)}")
-        call = FetchCall(str(args.get("method", "GET")).upper(), url,
-                         dict(args.get("headers") or {}), args.get("body"))
+            raise FetchRefused(
+                f"host {host!r} is not in the plugin's allowed_hosts "
+                f"{list(plugin.manifest.allowed_hosts)}"
+            )
+        call = FetchCall(
+            str(args.get("method", "GET")).upper(),
+            url,
+            dict(args.get("headers") or {}),
+            args.get("body"),
+        )
         with self._lock:
             self.calls.append(call)
         for route in self.routes:
             if route.method == call.method and fnmatch.fnmatchcase(url, route.pattern):
                 answer = route.respond(call)
-                return {"status": int(answer.get("status", 200)), "body": str(answer.get("body", "")),
-                        "headers": dict(answer.get("headers") or {}), "url": url}
-        return {"status": 404, "body": f"no fake response for {call.method} {url}", "headers": {}, "url": url}
+                return {
+                    "status": int(answer.get("status", 200)),
+                    "body": str(answer.get("body", "")),
+                    "headers": dict(answer.get("headers") or {}),
+                    "url": url,
+                }
+        return {
+            "status": 404,
+            "body": f"no fake response for {call.method} {url}",
+            "headers": {},
+            "url": url,
+        }
 
 
 def _json_dumps(value: Any) -> str:
@@ -207,12 +222,16 @@ class PluginRunner:
         tasks = loaded.tasks()
         if task is None:
             if len(tasks) != 1:
-                raise ValueError(f"plugin {loaded.name} has {len(tasks)} scheduled functions "
-                                 f"({', '.join(sorted(tasks)) or 'none'}): name the task")
+                raise ValueError(
+                    f"plugin {loaded.name} has {len(tasks)} scheduled functions "
+                    f"({', '.join(sorted(tasks)) or 'none'}): name the task"
+                )
             task = next(iter(tasks))
         elif task not in tasks:
-            raise ValueError(f"plugin {loaded.name} has no scheduled function {task!r} "
-                             f"(it has: {', '.join(sorted(tasks)) or 'none'})")
+            raise ValueError(
+                f"plugin {loaded.name} has no scheduled function {task!r} "
+                f"(it has: {', '.join(sorted(tasks)) or 'none'})"
+            )
         before = dict(self.storage if keep_storage and storage is None else storage or {})
         asked = Limits(
             timeout_s=timeout_s if timeout_s is not None else loaded.manifest.limits.timeout_s,
@@ -220,19 +239,32 @@ class PluginRunner:
             memory_mb=memory_mb if memory_mb is not None else loaded.manifest.limits.memory_mb,
         )
         request = RunRequest(
-            plugin=loaded, task=task, config=dict(config or {}), storage=before,
+            plugin=loaded,
+            task=task,
+            config=dict(config or {}),
+            storage=before,
             limits=resolve_limits(asked),
-            run=RunInfo(config_id=config_id, task=task, slot=slot, attempt=attempt, backfilled=backfilled),
+            run=RunInfo(
+                config_id=config_id, task=task, slot=slot, attempt=attempt, backfilled=backfilled
+            ),
         )
         outcome = self.sandbox.run(request, _KitServices(http, allow_private))
         after = outcome.apply_to(before)
         if keep_storage:
             self.storage = after
         return PluginResult(
-            outcome=outcome.outcome, result=outcome.result, error=outcome.error, logs=outcome.logs,
-            storage=after, storage_before=before, storage_writes=outcome.storage_writes,
-            storage_deletes=outcome.storage_deletes, fetch_calls=outcome.fetch_calls,
-            duration_ms=outcome.duration_ms, layers=outcome.layers, raw=outcome,
+            outcome=outcome.outcome,
+            result=outcome.result,
+            error=outcome.error,
+            logs=outcome.logs,
+            storage=after,
+            storage_before=before,
+            storage_writes=outcome.storage_writes,
+            storage_deletes=outcome.storage_deletes,
+            fetch_calls=outcome.fetch_calls,
+            duration_ms=outcome.duration_ms,
+            layers=outcome.layers,
+            raw=outcome,
         )
 
 
