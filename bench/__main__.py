@@ -21,7 +21,10 @@ def main(argv: list[str]) -> int:
         if name == "all":
             return registry.run_all(quick, rest)
         if name not in registry.BENCHMARKS:
-            print(f"error: unknown benchmark '{name}' (known: {', '.join(names)}, all)", file=sys.stderr)
+            print(
+                f"error: unknown benchmark '{name}' (known: {', '.join(names)}, all)",
+                file=sys.stderr,
+            )
             return 2
         registry.run_one(name, rest, quick)
     except BenchError as exc:

@@ -119,13 +119,18 @@ class BenchDatabase:
         try:
             admin = psycopg.connect(self.server, autocommit=True, options=QUIET, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            raise BenchError(f"cannot reach the benchmark PostgreSQL ({SERVER_ENV}): "
-                             f"{str(exc).strip().splitlines()[-1]}") from exc
+            raise BenchError(
+                f"cannot reach the benchmark PostgreSQL ({SERVER_ENV}): "
+                f"{str(exc).strip().splitlines()[-1]}"
+            ) from exc
         with admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
             if log_statements:
-                admin.execute(sql.SQL("ALTER DATABASE {} SET log_statement = 'all'")
-                              .format(sql.Identifier(self.name)))
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(
+                        sql.Identifier(self.name)
+                    )
+                )
         self.created = True
         with connect_quiet(self.url) as conn:
             migrate(conn)
@@ -133,8 +138,9 @@ class BenchDatabase:
 
     def drop(self) -> None:
         with psycopg.connect(self.server, autocommit=True, options=QUIET) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                          .format(sql.Identifier(self.name)))
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+            )
 
     def conn(self) -> psycopg.Connection[Any]:
         return connect_quiet(self.url)
@@ -172,8 +178,10 @@ def install_minute_configs(db: BenchDatabase, plugin_dir: Path, count: int) -> i
 
 
 # -- the server's statement count ----------------------------------------------------------------
-_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+ \[\d+\] (?P<user>[^@\s]*)@(?P<db>\S+) "
-                   r"LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$")
+_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+ \[\d+\] (?P<user>[^@\s]*)@(?P<db>\S+) "
+    r"LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$"
+)
 EXCLUDED = ("BEGIN", "COMMIT", "ROLLBACK")
 
 
@@ -192,23 +200,27 @@ class StatementCount:
 class StatementLog:
     """Counts, from the server log, the statements sent to one database between two markers.
 
-        log = StatementLog(db)
-        log.mark_start(); ...workload...; log.mark_end(); count = log.count()
+    log = StatementLog(db)
+    log.mark_start(); ...workload...; log.mark_end(); count = log.count()
     """
 
     def __init__(self, db: BenchDatabase, path: str | None = None) -> None:
         self.db = db
         self.path = Path(path or os.environ.get(SERVER_LOG_ENV, DEFAULT_SERVER_LOG))
         if not os.access(self.path, os.R_OK):
-            raise BenchError(f"cannot read the PostgreSQL server log {self.path} "
-                             f"(set {SERVER_LOG_ENV}); statements are counted from it")
+            raise BenchError(
+                f"cannot read the PostgreSQL server log {self.path} "
+                f"(set {SERVER_LOG_ENV}); statements are counted from it"
+            )
         self.token = secrets.token_hex(6)
         self._offset = 0
 
     def _marker(self, which: str) -> None:
         # A session that logs (the database default), so the marker is in the log itself.
         with psycopg.connect(self.db.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("SELECT {}").format(sql.Literal(f"bench-marker-{which}-{self.token}")))
+            conn.execute(
+                sql.SQL("SELECT {}").format(sql.Literal(f"bench-marker-{which}-{self.token}"))
+            )
 
     def mark_start(self) -> None:
         self._offset = self.path.stat().st_size
@@ -275,5 +287,9 @@ def machine() -> dict[str, str]:
 
     import psutil
 
-    return {"cores": str(os.cpu_count()), "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-            "kernel": platform.release(), "python": platform.python_version()}
+    return {
+        "cores": str(os.cpu_count()),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }

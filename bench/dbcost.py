@@ -50,7 +50,9 @@ def measure(configs: int, scale: float, seconds: float, workdir: Path) -> CostFi
         # The first minute slot comes once the node has initialised every task (a claim batch
         # of 5,000 per tick, one tick per 10 scheduler seconds).
         lead = min(seconds / 3, 2.0 + 10.0 * (configs // 5000) / scale)
-        node = ServeProcess(db, workdir, time_scale=scale, start_time=minute_start(lead, scale)).start()
+        node = ServeProcess(
+            db, workdir, time_scale=scale, start_time=minute_start(lead, scale)
+        ).start()
         try:
             start = time.monotonic()
             while time.monotonic() - start < seconds:
@@ -69,13 +71,20 @@ def measure(configs: int, scale: float, seconds: float, workdir: Path) -> CostFi
 
 def main(argv: list[str], quick: bool) -> list[CostFigures]:
     parser = argparse.ArgumentParser(prog="python -m bench dbcost")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="how long the node serves each workload (default: --quick 12 s at "
-                             "1,000 and 34 s at 10,000 configs; else 150 s each)")
-    parser.add_argument("--sizes", default="1000:6,10000:1",
-                        help="CONFIGS:TIME_SCALE pairs; the time scale keeps runs/s within what "
-                             "the node can do (statements per run do not depend on it: intervals "
-                             "are in scheduler seconds)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="how long the node serves each workload (default: --quick 12 s at "
+        "1,000 and 34 s at 10,000 configs; else 150 s each)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="1000:6,10000:1",
+        help="CONFIGS:TIME_SCALE pairs; the time scale keeps runs/s within what "
+        "the node can do (statements per run do not depend on it: intervals "
+        "are in scheduler seconds)",
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [(int(c), float(s)) for c, s in (p.split(":") for p in args.sizes.split(","))]
@@ -87,8 +96,12 @@ def main(argv: list[str], quick: bool) -> list[CostFigures]:
             seconds = args.seconds or (150.0 if not quick else 12.0 if configs <= 1000 else 34.0)
             f = measure(configs, scale, seconds, Path(tmp))
             figures.append(f)
-            print(f"{configs} minute configs, clock x{scale:g}, {f.seconds:.0f} s of serve: "
-                  f"{f.runs} runs, {f.statements.describe()}")
-            print(f"  statements per run at {configs}: {f.per_run:.4f} ({f.runs / max(f.statements.total, 1):.0f} runs per statement)")
+            print(
+                f"{configs} minute configs, clock x{scale:g}, {f.seconds:.0f} s of serve: "
+                f"{f.runs} runs, {f.statements.describe()}"
+            )
+            print(
+                f"  statements per run at {configs}: {f.per_run:.4f} ({f.runs / max(f.statements.total, 1):.0f} runs per statement)"
+            )
     result("statements_per_run", round(figures[-1].per_run, 4))
     return figures

@@ -49,11 +49,15 @@ class LagFigures:
     def describe(self) -> str:
         mark = ">=" if self.censored and self.p(99) >= max(self.lags) else ""
         extra = f", {self.censored} not reached within the budget" if self.censored else ""
-        return (f"{self.label}: {len(self.lags)} healthy starts, lag p50 {self.p(50):.3f} s, "
-                f"p99 {mark}{self.p(99):.3f} s, max {max(self.lags):.3f} s{extra}; outcomes {self.outcomes}")
+        return (
+            f"{self.label}: {len(self.lags)} healthy starts, lag p50 {self.p(50):.3f} s, "
+            f"p99 {mark}{self.p(99):.3f} s, max {max(self.lags):.3f} s{extra}; outcomes {self.outcomes}"
+        )
 
 
-def engine_lags(configs: int, hanging: int, scale: float, minutes: int, concurrency: int) -> LagFigures:
+def engine_lags(
+    configs: int, hanging: int, scale: float, minutes: int, concurrency: int
+) -> LagFigures:
     label = f"engine, {hanging * 100 // configs} % hanging"
     with BenchDatabase("isolation").create(log_statements=False) as db:
         # Interleaved: configs are created in id order, noop then hang, so hang ids come last;
@@ -65,7 +69,9 @@ def engine_lags(configs: int, hanging: int, scale: float, minutes: int, concurre
         first_slot = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
         last_slot = first_slot + timedelta(minutes=minutes)
         clock = Clock(start, scale)
-        node = InProcessNode(db, Settings(node_id="bench-isolation", concurrency=concurrency), clock).start()
+        node = InProcessNode(
+            db, Settings(node_id="bench-isolation", concurrency=concurrency), clock
+        ).start()
         try:
             # Every run of the last measured slot has started a minute (+ its timeout) later.
             done_at = last_slot + timedelta(seconds=60 + 0.5 * scale)
@@ -105,8 +111,13 @@ def sequential_lags(configs: int, hanging: int, budget_s: float) -> LagFigures:
             if started > budget_s:
                 break
             reached += 1
-            outcome = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute",
-                                             limits=resolve_limits(plugin.manifest.limits)))
+            outcome = sandbox.run(
+                RunRequest(
+                    plugin=plugin,
+                    task="run_every_minute",
+                    limits=resolve_limits(plugin.manifest.limits),
+                )
+            )
             key = f"{plugin.name.removeprefix('bench_')}:{outcome.outcome}"
             outcomes[key] = outcomes.get(key, 0) + 1
             if plugin is noop:
@@ -120,32 +131,48 @@ def main(argv: list[str], quick: bool) -> dict[str, LagFigures]:
     parser = argparse.ArgumentParser(prog="python -m bench isolation")
     parser.add_argument("--configs", type=int, default=100 if quick else 1000)
     parser.add_argument("--time-scale", type=float, default=10.0 if quick else 1.0)
-    parser.add_argument("--minutes", type=int, default=1 if quick else 3,
-                        help="scheduler minutes measured per engine phase")
+    parser.add_argument(
+        "--minutes",
+        type=int,
+        default=1 if quick else 3,
+        help="scheduler minutes measured per engine phase",
+    )
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--sequential-budget", type=float, default=6.0 if quick else 300.0,
-                        help="real seconds a sequential pass may take before it is cut")
+    parser.add_argument(
+        "--sequential-budget",
+        type=float,
+        default=6.0 if quick else 300.0,
+        help="real seconds a sequential pass may take before it is cut",
+    )
     args = parser.parse_args(argv)
     if args.configs < 10 or args.time_scale <= 0 or args.minutes < 1:
         parser.error("--configs must be >= 10, --time-scale > 0, --minutes >= 1")
     hanging = args.configs // 10
-    print(f"workload: {args.configs} minute configs, scheduler clock x{args.time_scale:g} "
-          f"({args.configs * args.time_scale:.0f} runs per real minute), {args.minutes} minute(s) "
-          f"measured; faults: {hanging} configs busy-loop until their 2 s timeout")
+    print(
+        f"workload: {args.configs} minute configs, scheduler clock x{args.time_scale:g} "
+        f"({args.configs * args.time_scale:.0f} runs per real minute), {args.minutes} minute(s) "
+        f"measured; faults: {hanging} configs busy-loop until their 2 s timeout"
+    )
     figures: dict[str, LagFigures] = {}
     for name, n_hang in (("clean", 0), ("faults", hanging)):
-        figures[name] = engine_lags(args.configs, n_hang, args.time_scale, args.minutes, args.concurrency)
+        figures[name] = engine_lags(
+            args.configs, n_hang, args.time_scale, args.minutes, args.concurrency
+        )
         print(figures[name].describe(), flush=True)
     for name, n_hang in (("seq_clean", 0), ("seq_faults", hanging)):
         figures[name] = sequential_lags(args.configs, n_hang, args.sequential_budget)
         print(figures[name].describe(), flush=True)
     clean99, fault99 = figures["clean"].p(99), figures["faults"].p(99)
-    print(f"engine p99 with faults / without: {fault99 / max(clean99, 1e-9):.2f} "
-          f"(target <= 1.5 and <= 2 s)")
-    plots.lag_cdf({f.label: f.lags for f in figures.values()},
-                  f"Start lag of healthy minute tasks, {args.configs} configs, 10 % hanging vs none",
-                  "isolation_lag.png",
-                  note=f"engine: one node, concurrency {args.concurrency}, clock x{args.time_scale:g}; "
-                       f"sequential: one pass cut at {args.sequential_budget:g} s")
+    print(
+        f"engine p99 with faults / without: {fault99 / max(clean99, 1e-9):.2f} "
+        f"(target <= 1.5 and <= 2 s)"
+    )
+    plots.lag_cdf(
+        {f.label: f.lags for f in figures.values()},
+        f"Start lag of healthy minute tasks, {args.configs} configs, 10 % hanging vs none",
+        "isolation_lag.png",
+        note=f"engine: one node, concurrency {args.concurrency}, clock x{args.time_scale:g}; "
+        f"sequential: one pass cut at {args.sequential_budget:g} s",
+    )
     result("lag_p99_with_faults_s", round(fault99, 3))
     return figures

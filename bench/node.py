@@ -55,14 +55,35 @@ class InProcessNode:
 class ServeProcess:
     """`python -m runtime serve` as its own process (what an operator runs)."""
 
-    def __init__(self, db: BenchDatabase, workdir: Path, *, time_scale: float = 1.0,
-                 start_time: datetime | None = None, concurrency: int = 32,
-                 tick_interval: float = 10.0, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        db: BenchDatabase,
+        workdir: Path,
+        *,
+        time_scale: float = 1.0,
+        start_time: datetime | None = None,
+        concurrency: int = 32,
+        tick_interval: float = 10.0,
+        extra: list[str] | None = None,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{db.name}.serve.log"
-        args = [sys.executable, "-m", "runtime", "serve", "--database-url", db.url,
-                "--node-id", "bench-node", "--concurrency", str(concurrency),
-                "--tick-interval", str(tick_interval), "--log-format", "json"]
+        args = [
+            sys.executable,
+            "-m",
+            "runtime",
+            "serve",
+            "--database-url",
+            db.url,
+            "--node-id",
+            "bench-node",
+            "--concurrency",
+            str(concurrency),
+            "--tick-interval",
+            str(tick_interval),
+            "--log-format",
+            "json",
+        ]
         if time_scale != 1.0 or start_time is not None:
             args += ["--testing", "--time-scale", str(time_scale)]
             if start_time is not None:
@@ -73,8 +94,9 @@ class ServeProcess:
     def start(self) -> ServeProcess:
         env = {k: v for k, v in os.environ.items() if k != "PLUGIN_RUNTIME_DATABASE_URL"}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=log, env=env,
-                                            cwd=REPO_ROOT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.args, stdout=log, stderr=log, env=env, cwd=REPO_ROOT, start_new_session=True
+            )
         return self
 
     @property
@@ -96,10 +118,14 @@ class ServeProcess:
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise BenchError(f"serve exited with {self.process.returncode}: {tail.strip().splitlines()[-1:]}")
+            raise BenchError(
+                f"serve exited with {self.process.returncode}: {tail.strip().splitlines()[-1:]}"
+            )
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.25
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

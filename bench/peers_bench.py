@@ -68,16 +68,23 @@ def procrastinate_figures(jobs: int, concurrency: int) -> PeerFigures:
                 work = StatementLog(db)
                 work.mark_start()
                 start = time.perf_counter()
-                await app.run_worker_async(concurrency=concurrency, wait=False,
-                                           install_signal_handlers=False)
+                await app.run_worker_async(
+                    concurrency=concurrency, wait=False, install_signal_handlers=False
+                )
                 elapsed = time.perf_counter() - start
                 work.mark_end()
                 return elapsed, enqueue, work
 
         elapsed, enqueue, work = asyncio.run(go())
         e, w = enqueue.count(), work.count()
-    return PeerFigures(f"Procrastinate {procrastinate.__version__}", jobs, jobs / elapsed, e.total, w.total,
-                       f"enqueue: {e.describe()}\n    work: {w.describe()}")
+    return PeerFigures(
+        f"Procrastinate {procrastinate.__version__}",
+        jobs,
+        jobs / elapsed,
+        e.total,
+        w.total,
+        f"enqueue: {e.describe()}\n    work: {w.describe()}",
+    )
 
 
 def graphile_figures(jobs: int, concurrency: int) -> PeerFigures:
@@ -86,11 +93,18 @@ def graphile_figures(jobs: int, concurrency: int) -> PeerFigures:
         raise BenchError("node is not on PATH")
     if not (PEERS_DIR / "node_modules" / "graphile-worker").is_dir():
         raise BenchError("graphile-worker is not installed: (cd bench/peers && npm install)")
-    version = json.loads((PEERS_DIR / "node_modules" / "graphile-worker" / "package.json").read_text())["version"]
+    version = json.loads(
+        (PEERS_DIR / "node_modules" / "graphile-worker" / "package.json").read_text()
+    )["version"]
     script = str(PEERS_DIR / "graphile_bench.js")
     with BenchDatabase("graphile").create() as db:
-        subprocess.run([node, script, "migrate", db.url], check=True, cwd=PEERS_DIR, timeout=120,
-                       capture_output=True)
+        subprocess.run(
+            [node, script, "migrate", db.url],
+            check=True,
+            cwd=PEERS_DIR,
+            timeout=120,
+            capture_output=True,
+        )
         enqueue = StatementLog(db)
         enqueue.mark_start()
         with db.conn() as conn:
@@ -100,15 +114,26 @@ def graphile_figures(jobs: int, concurrency: int) -> PeerFigures:
         enqueue.mark_end()
         work = StatementLog(db)
         work.mark_start()
-        proc = subprocess.run([node, script, "work", db.url, str(jobs), str(concurrency)], cwd=PEERS_DIR,
-                              timeout=600, capture_output=True, text=True)
+        proc = subprocess.run(
+            [node, script, "work", db.url, str(jobs), str(concurrency)],
+            cwd=PEERS_DIR,
+            timeout=600,
+            capture_output=True,
+            text=True,
+        )
         work.mark_end()
         if proc.returncode != 0:
             raise BenchError(f"graphile-worker failed: {proc.stderr.strip().splitlines()[-1:]}")
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         e, w = enqueue.count(), work.count()
-    return PeerFigures(f"Graphile Worker {version}", int(out["jobs"]), float(out["per_s"]), e.total, w.total,
-                       f"enqueue: {e.describe()}\n    work: {w.describe()}")
+    return PeerFigures(
+        f"Graphile Worker {version}",
+        int(out["jobs"]),
+        float(out["per_s"]),
+        e.total,
+        w.total,
+        f"enqueue: {e.describe()}\n    work: {w.describe()}",
+    )
 
 
 def main(argv: list[str], quick: bool) -> dict[str, PeerFigures]:
@@ -117,19 +142,36 @@ def main(argv: list[str], quick: bool) -> dict[str, PeerFigures]:
     parser.add_argument("--concurrency", type=int, default=8, help="the peers' worker concurrency")
     parser.add_argument("--configs", type=int, default=2000, help="plugin-runtime minute configs")
     parser.add_argument("--time-scale", type=float, default=60.0)
-    parser.add_argument("--seconds", type=float, default=8.0 if quick else 40.0,
-                        help="plugin-runtime's measured window")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=8.0 if quick else 40.0,
+        help="plugin-runtime's measured window",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.concurrency < 1 or args.configs < 1 or args.seconds <= 0:
         parser.error("--jobs, --concurrency, --configs and --seconds must be positive")
     forks = fork_rate(1.0)
     sandbox = measure_sandbox(500 if quick else 3000, 1.0, 32)
     print(f"bare fork+_exit+waitpid: {forks:.0f}/s; sandbox alone: {sandbox.sandbox_per_s:.0f}/s")
-    ours = measure_engine(args.configs, args.time_scale, 32, 3.0 if quick else 10.0, args.seconds,
-                          label="peers", count_statements=True)
+    ours = measure_engine(
+        args.configs,
+        args.time_scale,
+        32,
+        3.0 if quick else 10.0,
+        args.seconds,
+        label="peers",
+        count_statements=True,
+    )
     assert ours.statements is not None
-    mine = PeerFigures("plugin-runtime", ours.total_runs, ours.runs_per_s, 0, ours.statements.total,
-                       f"node, start to stop: {ours.statements.describe()}")
+    mine = PeerFigures(
+        "plugin-runtime",
+        ours.total_runs,
+        ours.runs_per_s,
+        0,
+        ours.statements.total,
+        f"node, start to stop: {ours.statements.describe()}",
+    )
     figures = {"plugin-runtime": mine}
     for key, fn in (("procrastinate", procrastinate_figures), ("graphile", graphile_figures)):
         try:
@@ -137,23 +179,41 @@ def main(argv: list[str], quick: bool) -> dict[str, PeerFigures]:
         except (BenchError, OSError, subprocess.SubprocessError) as exc:
             print(f"{key}: not measured: {exc}")
     for f in figures.values():
-        print(f"{f.name}: {f.jobs} jobs, {f.per_s:.0f}/s, {f.statements_per_job:.4f} statements per job "
-              f"({f.enqueue_statements} to enqueue, {f.work_statements} to work)\n    {f.detail}")
+        print(
+            f"{f.name}: {f.jobs} jobs, {f.per_s:.0f}/s, {f.statements_per_job:.4f} statements per job "
+            f"({f.enqueue_statements} to enqueue, {f.work_statements} to work)\n    {f.detail}"
+        )
     for key in ("procrastinate", "graphile"):
         if key in figures:
             peer = figures[key]
-            print(f"vs {peer.name}: {mine.per_s / peer.per_s:.2f}x the runs per second, "
-                  f"{mine.statements_per_job / max(peer.statements_per_job, 1e-9):.4f}x the statements per run")
-    plots.bars({"bare fork": forks, "sandbox alone": sandbox.sandbox_per_s,
-                "plugin-runtime\n(end to end, jailed)": mine.per_s,
-                **{f.name.replace(" ", "\n", 1) + "\n(no isolation)": f.per_s
-                   for k, f in figures.items() if k != "plugin-runtime"}},
-               "Trivial runs per second, same machine, same run", "runs per second", "throughput.png",
-               note=f"peers: concurrency {args.concurrency}, {args.jobs} queued no-op jobs; "
-                    f"plugin-runtime: {args.configs} minute configs, clock x{args.time_scale:g}, concurrency 32")
-    plots.bars({f.name.replace(" ", "\n", 1): f.statements_per_job for f in figures.values()},
-               "Database statements per run (server-counted, BEGIN/COMMIT aside)", "statements per run",
-               "statements.png", log=True)
+            print(
+                f"vs {peer.name}: {mine.per_s / peer.per_s:.2f}x the runs per second, "
+                f"{mine.statements_per_job / max(peer.statements_per_job, 1e-9):.4f}x the statements per run"
+            )
+    plots.bars(
+        {
+            "bare fork": forks,
+            "sandbox alone": sandbox.sandbox_per_s,
+            "plugin-runtime\n(end to end, jailed)": mine.per_s,
+            **{
+                f.name.replace(" ", "\n", 1) + "\n(no isolation)": f.per_s
+                for k, f in figures.items()
+                if k != "plugin-runtime"
+            },
+        },
+        "Trivial runs per second, same machine, same run",
+        "runs per second",
+        "throughput.png",
+        note=f"peers: concurrency {args.concurrency}, {args.jobs} queued no-op jobs; "
+        f"plugin-runtime: {args.configs} minute configs, clock x{args.time_scale:g}, concurrency 32",
+    )
+    plots.bars(
+        {f.name.replace(" ", "\n", 1): f.statements_per_job for f in figures.values()},
+        "Database statements per run (server-counted, BEGIN/COMMIT aside)",
+        "statements per run",
+        "statements.png",
+        log=True,
+    )
     if "procrastinate" not in figures:
         raise BenchError("Procrastinate could not be measured: no vs_procrastinate figure")
     result("vs_procrastinate", round(mine.per_s / figures["procrastinate"].per_s, 3))

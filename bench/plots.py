@@ -17,7 +17,9 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def lag_cdf(series: Mapping[str, Sequence[float]], title: str, name: str, *, note: str = "") -> Path:
+def lag_cdf(
+    series: Mapping[str, Sequence[float]], title: str, name: str, *, note: str = ""
+) -> Path:
     """Cumulative distribution of start lags (seconds, log scale), one line per series."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
@@ -40,8 +42,15 @@ def lag_cdf(series: Mapping[str, Sequence[float]], title: str, name: str, *, not
     return _save(fig, name)
 
 
-def bars(values: Mapping[str, float], title: str, ylabel: str, name: str, *, log: bool = False,
-         note: str = "") -> Path:
+def bars(
+    values: Mapping[str, float],
+    title: str,
+    ylabel: str,
+    name: str,
+    *,
+    log: bool = False,
+    note: str = "",
+) -> Path:
     """One bar per entry, its value written on top."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
@@ -50,8 +59,13 @@ def bars(values: Mapping[str, float], title: str, ylabel: str, name: str, *, log
     drawn = ax.bar(range(len(labels)), heights, color=[f"C{i}" for i in range(len(labels))])
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     for rect, value in zip(drawn, heights, strict=True):
-        ax.annotate(f"{value:.3g}", (rect.get_x() + rect.get_width() / 2, rect.get_height()),
-                    ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"{value:.3g}",
+            (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     if log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)

@@ -22,8 +22,11 @@ def run_one(name: str, argv: list[str], quick: bool) -> object:
     # The engine's own log lines (one per run, warnings for timeouts) are not measurements.
     logging.getLogger("plugin_runtime").setLevel(logging.CRITICAL)
     info = machine()
-    print(f"== {name}{' (quick)' if quick else ''} — {info['cores']} cores, {info['memory']}, "
-          f"kernel {info['kernel']}, Python {info['python']}", flush=True)
+    print(
+        f"== {name}{' (quick)' if quick else ''} — {info['cores']} cores, {info['memory']}, "
+        f"kernel {info['kernel']}, Python {info['python']}",
+        flush=True,
+    )
     module = importlib.import_module(BENCHMARKS[name])
     return module.main(argv, quick)
 

@@ -81,7 +81,9 @@ def main(argv: list[str], quick: bool) -> SandboxFigures:
     layers = ", ".join(f"{k}={'on' if v else 'OFF'}" for k, v in figures.layers.items())
     print(f"sandbox.layers: {layers}")
     print(f"bare fork+_exit+waitpid: {figures.fork_per_s:.0f}/s")
-    print(f"sandbox runs ({figures.runs}, {args.inflight} in flight): {figures.sandbox_per_s:.0f}/s, "
-          f"outcomes {figures.outcomes}")
+    print(
+        f"sandbox runs ({figures.runs}, {args.inflight} in flight): {figures.sandbox_per_s:.0f}/s, "
+        f"outcomes {figures.outcomes}"
+    )
     result("sandbox_vs_fork", figures.ratio)
     return figures

@@ -91,13 +91,25 @@ def measure(configs: int, scale: float, minutes: int, workdir: Path) -> ScaleFig
         counts = db.rows("slot_counts", {"from_slot": first_slot, "to_slot": last_slot})
         lag_rows = db.rows("run_lags", {"from_slot": first_slot, "to_slot": last_slot})
     if not counts:
-        raise BenchError(f"no run of the measured slots started ({configs} configs, clock x{scale:g})")
+        raise BenchError(
+            f"no run of the measured slots started ({configs} configs, clock x{scale:g})"
+        )
     for row in counts:
-        print(f"  slot {row['slot'].astimezone(UTC):%H:%M}: {row['runs']} runs, "
-              f"{row['in_minute']} started inside the minute")
-    return ScaleFigures(configs, scale, minutes, configs * minutes,
-                        sum(int(r["runs"]) for r in counts), sum(int(r["in_minute"]) for r in counts),
-                        [float(r["lag_s"]) / scale for r in lag_rows], rss_serve, rss_total)
+        print(
+            f"  slot {row['slot'].astimezone(UTC):%H:%M}: {row['runs']} runs, "
+            f"{row['in_minute']} started inside the minute"
+        )
+    return ScaleFigures(
+        configs,
+        scale,
+        minutes,
+        configs * minutes,
+        sum(int(r["runs"]) for r in counts),
+        sum(int(r["in_minute"]) for r in counts),
+        [float(r["lag_s"]) / scale for r in lag_rows],
+        rss_serve,
+        rss_total,
+    )
 
 
 def main(argv: list[str], quick: bool) -> ScaleFigures:
@@ -109,16 +121,24 @@ def main(argv: list[str], quick: bool) -> ScaleFigures:
     if args.configs < 1 or args.time_scale <= 0 or args.minutes < 1:
         parser.error("--configs, --time-scale and --minutes must be positive")
     if quick:
-        print(f"--quick: {args.configs} configs (not 10,000) on a clock x{args.time_scale:g} "
-              f"(the same {args.configs * args.time_scale:.0f} runs per real minute), "
-              f"{args.minutes} minutes; the memory figure is for {args.configs} configs")
+        print(
+            f"--quick: {args.configs} configs (not 10,000) on a clock x{args.time_scale:g} "
+            f"(the same {args.configs * args.time_scale:.0f} runs per real minute), "
+            f"{args.minutes} minutes; the memory figure is for {args.configs} configs"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         f = measure(args.configs, args.time_scale, args.minutes, Path(tmp))
-    print(f"{f.configs} minute configs, {f.minutes} minute(s): {f.started} of {f.expected} runs started, "
-          f"{f.on_time} inside their minute")
-    print(f"start lag p50 {percentile(f.lags, 50):.3f} s, p99 {percentile(f.lags, 99):.3f} s, "
-          f"max {max(f.lags, default=float('nan')):.3f} s")
-    print(f"RSS: serve {f.rss_serve / MiB:.1f} MiB, serve + fork server {f.rss_total / MiB:.1f} MiB "
-          f"(target <= 150 MiB)")
+    print(
+        f"{f.configs} minute configs, {f.minutes} minute(s): {f.started} of {f.expected} runs started, "
+        f"{f.on_time} inside their minute"
+    )
+    print(
+        f"start lag p50 {percentile(f.lags, 50):.3f} s, p99 {percentile(f.lags, 99):.3f} s, "
+        f"max {max(f.lags, default=float('nan')):.3f} s"
+    )
+    print(
+        f"RSS: serve {f.rss_serve / MiB:.1f} MiB, serve + fork server {f.rss_total / MiB:.1f} MiB "
+        f"(target <= 150 MiB)"
+    )
     result("runs_on_time", round(f.on_time_fraction, 4))
     return f

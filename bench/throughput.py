@@ -53,8 +53,15 @@ class EngineRun:
     statements: StatementCount | None  # every statement the node sent, start to stop
 
 
-def measure_engine(configs: int, scale: float, concurrency: int, warmup_s: float, window_s: float,
-                   label: str = "throughput", count_statements: bool = False) -> EngineRun:
+def measure_engine(
+    configs: int,
+    scale: float,
+    concurrency: int,
+    warmup_s: float,
+    window_s: float,
+    label: str = "throughput",
+    count_statements: bool = False,
+) -> EngineRun:
     """One in-process supervisor at full load: runs per second once warmed up, and (optionally)
     the statements it sent from start to stop, counted by the server."""
     with BenchDatabase(label).create(log_statements=count_statements) as db:
@@ -89,13 +96,26 @@ def measure_engine(configs: int, scale: float, concurrency: int, warmup_s: float
     return EngineRun(runs / (t1 - t0), runs, t1 - t0, total, statements)
 
 
-def measure(configs: int, scale: float, concurrency: int, warmup_s: float, window_s: float,
-            fork_seconds: float) -> ThroughputFigures:
+def measure(
+    configs: int,
+    scale: float,
+    concurrency: int,
+    warmup_s: float,
+    window_s: float,
+    fork_seconds: float,
+) -> ThroughputFigures:
     forks_before = fork_rate(fork_seconds)
     run = measure_engine(configs, scale, concurrency, warmup_s, window_s)
     forks_after = fork_rate(fork_seconds)
-    return ThroughputFigures((forks_before + forks_after) / 2, run.runs_per_s, run.runs, run.seconds,
-                             configs, scale, concurrency)
+    return ThroughputFigures(
+        (forks_before + forks_after) / 2,
+        run.runs_per_s,
+        run.runs,
+        run.seconds,
+        configs,
+        scale,
+        concurrency,
+    )
 
 
 def main(argv: list[str], quick: bool) -> ThroughputFigures:
@@ -103,15 +123,27 @@ def main(argv: list[str], quick: bool) -> ThroughputFigures:
     parser.add_argument("--configs", type=int, default=2000)
     parser.add_argument("--time-scale", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=10.0 if quick else 40.0,
-                        help="measured window, after the warm-up")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0 if quick else 40.0,
+        help="measured window, after the warm-up",
+    )
     args = parser.parse_args(argv)
     if args.configs < 1 or args.time_scale <= 0 or args.concurrency < 1 or args.seconds <= 0:
         parser.error("--configs, --time-scale, --concurrency and --seconds must be positive")
-    f = measure(args.configs, args.time_scale, args.concurrency, 3.0 if quick else 10.0, args.seconds,
-                1.0 if quick else 3.0)
-    print(f"workload: {f.configs} minute configs of a no-op plugin, scheduler clock x{f.scale:g}, "
-          f"concurrency {f.concurrency}, one in-process supervisor")
+    f = measure(
+        args.configs,
+        args.time_scale,
+        args.concurrency,
+        3.0 if quick else 10.0,
+        args.seconds,
+        1.0 if quick else 3.0,
+    )
+    print(
+        f"workload: {f.configs} minute configs of a no-op plugin, scheduler clock x{f.scale:g}, "
+        f"concurrency {f.concurrency}, one in-process supervisor"
+    )
     print(f"bare fork+_exit+waitpid: {f.fork_per_s:.0f}/s")
     print(f"end to end: {f.runs} runs recorded in {f.seconds:.1f} s = {f.runs_per_s:.0f}/s")
     result("throughput_vs_fork", f.ratio)

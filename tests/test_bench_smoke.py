@@ -12,8 +12,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def bench(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_sandbox_bench_ends_with_its_ratio_line() -> None:
@@ -29,7 +34,8 @@ def test_unknown_benchmark_is_a_one_line_error() -> None:
     proc = bench("nosuch")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: unknown benchmark 'nosuch' (known: sandbox, throughput, dbcost, isolation, scale, peers, all)")
+        "error: unknown benchmark 'nosuch' (known: sandbox, throughput, dbcost, isolation, scale, peers, all)"
+    )
 
 
 def test_bad_size_is_refused_without_a_traceback() -> None:
