@@ -202,10 +202,10 @@ class JailPlan:
     ) -> None:
         """Run in the child, right after fork, before any plugin code. Order matters: limits and
         identity first (they need privilege), then the filters that forbid changing them."""
+        fork_server = os.getppid()
         os.setsid()  # own session and process group: the watchdog kills the group
         os.closerange(0, channel_fd)
         os.closerange(channel_fd + 1, 65536)
-        prctl(PR_SET_PDEATHSIG, 9)  # die with the fork server
         os.environ.clear()
         cpu = max(1, int(-(-cpu_s // 1)))
         limits = (
@@ -229,6 +229,11 @@ class JailPlan:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+        # Die with the fork server. Set after the uid change, which clears it; and if the fork
+        # server died before this line, the signal will never come: leave now.
+        prctl(PR_SET_PDEATHSIG, 9)
+        if os.getppid() != fork_server:
+            os._exit(1)
         prctl(PR_SET_DUMPABLE, 0)  # no core, no ptrace attach by same-uid processes
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         if self.landlock_abi:
