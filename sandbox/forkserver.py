@@ -30,6 +30,10 @@ from sandbox import policy, protocol
 from sandbox.child import run_child
 from sandbox.jail import JailPlan, become_fork_server
 
+# How often adopted orphans (descendants that left their run's process group, possible only
+# where seccomp is unavailable) are looked for and killed.
+ORPHAN_SWEEP_S = 0.5
+
 
 @dataclass
 class ActiveRun:
@@ -178,7 +182,6 @@ class ForkServer:
         self._killpg(run.pid)  # whatever the run left behind in its process group
         del self.runs[run.run_id]
         self.by_pid.pop(run.pid, None)
-        self._reap_orphans()
         self.send(
             {
                 "t": "exit",
@@ -197,7 +200,7 @@ class ForkServer:
         for run in list(self.runs.values()):
             if run.killed_for is None and now >= run.deadline:
                 self._kill(run, "timeout")
-        if now - self._last_sweep > 1.0:
+        if now - self._last_sweep > ORPHAN_SWEEP_S:
             self._last_sweep = now
             self._reap_orphans()
 
@@ -256,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     plan = JailPlan.detect(enter_netns=not args.no_netns)
+    # Nothing of any environment reaches a child (the supervisor already passed a clean one).
+    os.environ.clear()
     server = ForkServer(control, plan, args.allow_unrestricted)
     # Everything imported so far is shared with every child: keep the collector from touching
     # (and so copying) those pages in each child.
