@@ -29,8 +29,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runtime import metrics, store
 from runtime.db import DatabaseUnavailable, connect
+from runtime.jsonable import jsonable
 from runtime.queries import query
-from runtime.status import jsonable, status_for_url
+from runtime.status import status_for_url
 
 log = logging.getLogger("plugin_runtime.http")
 

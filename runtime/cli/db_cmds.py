@@ -14,8 +14,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -33,6 +32,7 @@ from runtime.db import (
     failure_reason,
     resolve_database_url,
 )
+from runtime.jsonable import iso_utc, jsonable
 from runtime.migrate import MigrationError, migrate
 from sandbox.manifest import ManifestError, load_plugin
 
@@ -131,27 +131,6 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
             raise store.ConfigError(f"setting '{key}' is given twice", key)
         result[key] = value
     return result
-
-
-def iso_utc(value: datetime) -> str:
-    """ISO 8601 in UTC with a Z, e.g. 2026-11-27T10:00:00Z (fraction only when there is one)."""
-    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def print_json(rows: Any) -> None:
