@@ -138,14 +138,14 @@ def graphile_figures(jobs: int, concurrency: int) -> PeerFigures:
 
 def main(argv: list[str], quick: bool) -> dict[str, PeerFigures]:
     parser = argparse.ArgumentParser(prog="python -m bench peers")
-    parser.add_argument("--jobs", type=int, default=3000 if quick else 20000, help="jobs per peer")
+    parser.add_argument("--jobs", type=int, default=1500 if quick else 20000, help="jobs per peer")
     parser.add_argument("--concurrency", type=int, default=8, help="the peers' worker concurrency")
     parser.add_argument("--configs", type=int, default=2000, help="plugin-runtime minute configs")
     parser.add_argument("--time-scale", type=float, default=60.0)
     parser.add_argument(
         "--seconds",
         type=float,
-        default=8.0 if quick else 40.0,
+        default=5.0 if quick else 40.0,
         help="plugin-runtime's measured window",
     )
     args = parser.parse_args(argv)
