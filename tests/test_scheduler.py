@@ -498,3 +498,52 @@ def test_configs_created_or_edited_by_sql_take_effect_within_seconds(
         )
     later = ok_runs(fleet, "task = 'run_every_hour' AND started_at > %s", (edited_at,))
     assert all(r["result"] == {"greeting": "bonjour"} for r in later)
+
+
+def test_deleting_a_config_with_a_run_in_flight_harms_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
+    with fleet:
+        fleet.install(PLUGINS / "writer")
+        doomed, kept = fleet.create_configs("writer", 2, {"sleep_s": 2})
+        fleet.start_nodes(1)
+        fleet.wait_for(
+            lambda: fleet.runs("config_id = %s AND state = 'claimed'", (doomed,)),
+            30,
+            "a run of the doomed config in flight",
+        )
+        fleet.query("DELETE FROM plugin_runtime.plugin_configs WHERE id = %s", (doomed,))
+        before = len(ok_runs(fleet, "config_id = %s", (kept,)))
+        fleet.wait_for(
+            lambda: len(ok_runs(fleet, "config_id = %s", (kept,))) >= before + 3,
+            40,
+            "the other config's runs to go on being recorded",
+        )
+        assert fleet.nodes[0].alive()
+    assert (
+        fleet.query(
+            "SELECT count(*) AS n FROM plugin_runtime.storage WHERE config_id = %s", (doomed,)
+        )[0]["n"]
+        == 0
+    )
+
+
+def test_manual_trigger_runs_at_once_even_for_a_disabled_config(
+    database_url: str, tmp_path: Path
+) -> None:
+    from runtime import store
+
+    fleet = make_fleet(database_url, tmp_path, tick_interval=10)
+    with fleet:
+        fleet.install(PLUGINS / "tiny")
+        (config_id,) = fleet.create_configs("tiny", 1, {"api_key": "k"}, enabled=False)
+        fleet.start_nodes(1)
+        fleet.wait_ready()
+        with fleet.conn() as conn:
+            run_id = store.trigger(conn, config_id, "run_every_hour")
+        done = fleet.wait_for(
+            lambda: fleet.runs("id = %s AND state = 'done'", (run_id,)), 15, "the triggered run"
+        )
+    assert done[0]["outcome"] == "ok" and done[0]["manual"]
+    assert fleet.runs("NOT manual") == [], "the disabled config is not scheduled"

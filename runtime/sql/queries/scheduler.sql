@@ -86,7 +86,7 @@ WITH claimed AS (
      WHERE r.id IN (SELECT q.id
                       FROM plugin_runtime.runs q
                       JOIN plugin_runtime.plugin_configs c ON c.id = q.config_id
-                     WHERE q.state = 'queued' AND c.enabled
+                     WHERE q.state = 'queued'
                      ORDER BY q.id
                      LIMIT %(limit)s
                        FOR UPDATE OF q SKIP LOCKED)
@@ -153,6 +153,8 @@ upserted AS (
     SELECT w.config_id, w.key, w.value, now()
       FROM jsonb_to_recordset(%(writes)s::jsonb) AS w(run_id bigint, config_id bigint, key text, value jsonb)
       JOIN done ON done.id = w.run_id AND done.outcome = 'ok'
+      -- a config deleted while its run was in flight has no storage to write to
+      JOIN plugin_runtime.plugin_configs c ON c.id = w.config_id
     ON CONFLICT (config_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 ),
 deleted AS (
