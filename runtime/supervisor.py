@@ -529,44 +529,65 @@ class Supervisor:
 
     def _record(self, q: Queue, batch: list[Finished]) -> None:
         now = self.clock.now()
-        runs: list[dict[str, Any]] = []
+        entries = [self._entry(item, now) for item in batch]
+        try:
+            self._complete(q, entries)
+        except psycopg.DataError as exc:
+            # One run's data that PostgreSQL refuses must not wedge every later flush: record
+            # them one by one, and a run that still fails without its data.
+            log.error(
+                "a batch of finished runs could not be recorded (%s); recording one by one", exc
+            )
+            for entry in entries:
+                try:
+                    self._complete(q, [entry])
+                except psycopg.DataError as one:
+                    self._complete(q, [_stripped(entry, str(one))])
+
+    def _entry(self, item: Finished, now: datetime) -> dict[str, Any]:
+        """What the completion statement needs of one finished run (NUL characters, which
+        PostgreSQL cannot store in text or jsonb, are replaced)."""
+        run, outcome = item.run, item.outcome
+        writes = {k: v for k, v in outcome.storage_writes.items()} if outcome.ok else {}
+        return {
+            "run": {
+                "run_id": run.run_id,
+                "node": self.settings.node_id,
+                "outcome": outcome.outcome,
+                "started_at": item.started_at,
+                "finished_at": item.finished_at,
+                "duration_ms": outcome.duration_ms,
+                "error": _clean(outcome.error.__dict__) if outcome.error else None,
+                "result": _clean(_capped_result(outcome.result)),
+                "logs": [
+                    {"level": line.level, "message": _clean(line.message)} for line in outcome.logs
+                ],
+                **_completion(run, outcome.ok, now, self.settings.policy),
+            },
+            "config_id": run.config_id,
+            "writes": _clean(writes),
+            "deletes": list(outcome.storage_deletes) if outcome.ok else [],
+        }
+
+    def _complete(self, q: Queue, entries: list[dict[str, Any]]) -> None:
+        """One statement for the batch. Storage effects are merged per (config, key) in run
+        order, so that each key is written or deleted once."""
         writes: dict[tuple[int, str], dict[str, Any]] = {}
         deletes: dict[tuple[int, str], dict[str, Any]] = {}
-        for item in batch:
-            run, outcome = item.run, item.outcome
-            pointer = _completion(run, outcome.ok, now, self.settings.policy)
-            runs.append(
-                {
-                    "run_id": run.run_id,
-                    "node": self.settings.node_id,
-                    "outcome": outcome.outcome,
-                    "started_at": item.started_at,
-                    "finished_at": item.finished_at,
-                    "duration_ms": outcome.duration_ms,
-                    "error": outcome.error.__dict__ if outcome.error else None,
-                    "result": _capped_result(outcome.result),
-                    "logs": [
-                        {"level": line.level, "message": line.message} for line in outcome.logs
-                    ],
-                    **pointer,
+        for entry in entries:
+            run_id, config_id = entry["run"]["run_id"], entry["config_id"]
+            for key, value in entry["writes"].items():
+                deletes.pop((config_id, key), None)
+                writes[(config_id, key)] = {
+                    "run_id": run_id,
+                    "config_id": config_id,
+                    "key": key,
+                    "value": value,
                 }
-            )
-            if outcome.ok:
-                for key, value in outcome.storage_writes.items():
-                    deletes.pop((run.config_id, key), None)
-                    writes[(run.config_id, key)] = {
-                        "run_id": run.run_id,
-                        "config_id": run.config_id,
-                        "key": key,
-                        "value": value,
-                    }
-                for key in outcome.storage_deletes:
-                    writes.pop((run.config_id, key), None)
-                    deletes[(run.config_id, key)] = {
-                        "run_id": run.run_id,
-                        "config_id": run.config_id,
-                        "key": key,
-                    }
+            for key in entry["deletes"]:
+                writes.pop((config_id, key), None)
+                deletes[(config_id, key)] = {"run_id": run_id, "config_id": config_id, "key": key}
+        runs = [entry["run"] for entry in entries]
         for attempt in range(2):
             try:
                 with q.transaction():
@@ -754,6 +775,33 @@ def _completion(
     )
     d = schedule.decide_completion(task, run.slot, run.attempt, succeeded, now, policy)
     return {"next_slot": d.next_slot, "next_due_at": d.next_due_at, "attempt": d.attempt}
+
+
+def _clean(value: Any) -> Any:
+    """`value` with NUL characters (which PostgreSQL refuses in text and jsonb) replaced."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _stripped(entry: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A run recorded without its data, when its data cannot be stored."""
+    run = dict(entry["run"])
+    run.update(
+        outcome="error",
+        result=None,
+        logs=[],
+        error={
+            "type": "RecordError",
+            "message": f"the run's data could not be stored: {reason}"[:2000],
+            "traceback": [],
+        },
+    )
+    return {"run": run, "config_id": entry["config_id"], "writes": {}, "deletes": []}
 
 
 def _capped_result(result: Any) -> Any:

@@ -105,6 +105,8 @@ def _check_json(value: Any, what: str) -> None:
         raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
     if len(encoded) > MAX_STORAGE_VALUE_BYTES:
         raise ValueError(f"{what} is larger than {MAX_STORAGE_VALUE_BYTES} bytes")
+    if "\\u0000" in encoded:
+        raise ValueError(f"{what} contains a NUL character, which cannot be stored")
 
 
 class Storage:
@@ -118,6 +120,8 @@ class Storage:
 
     def set(self, key: str, value: Any) -> None:
         key = str(key)
+        if "\x00" in key:
+            raise ValueError("storage keys cannot contain NUL characters")
         _check_json(value, f"storage value for '{key}'")
         self._data[key] = value
         self.writes[key] = value

@@ -547,3 +547,30 @@ def test_manual_trigger_runs_at_once_even_for_a_disabled_config(
         )
     assert done[0]["outcome"] == "ok" and done[0]["manual"]
     assert fleet.runs("NOT manual") == [], "the disabled config is not scheduled"
+
+
+def test_nul_characters_from_a_plugin_cannot_wedge_recording(
+    database_url: str, tmp_path: Path
+) -> None:
+    # PostgreSQL refuses NUL in text and jsonb: a plugin must not be able to make every later
+    # flush of the node fail with it.
+    fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
+    with fleet:
+        fleet.install(PLUGINS / "nul_chars")
+        fleet.install(PLUGINS / "writer")
+        (plain,) = fleet.create_configs("nul_chars", 1)
+        (storing,) = fleet.create_configs("nul_chars", 1, {"store_nul": True})
+        (healthy,) = fleet.create_configs("writer", 1)
+        fleet.start_nodes(1)
+        fleet.wait_for(
+            lambda: len(ok_runs(fleet, "config_id = %s", (healthy,))) >= 3,
+            40,
+            "the healthy config to keep being recorded",
+        )
+        fleet.wait_for(lambda: ok_runs(fleet, "config_id = %s", (plain,)), 20, "the plain NUL run")
+    run = ok_runs(fleet, "config_id = %s", (plain,))[0]
+    assert run["result"] == {"text": "result with a NUL: \ufffd", "k\ufffd": 1}
+    logs = fleet.query("SELECT message FROM plugin_runtime.logs WHERE run_id = %s", (run["id"],))
+    assert logs == [{"message": "log with a NUL: a\ufffdb"}]
+    refused = fleet.runs("config_id = %s", (storing,))[0]
+    assert refused["outcome"] == "error" and "NUL" in refused["error"]["message"]
