@@ -324,29 +324,34 @@ class Supervisor:
                     attempt=row["attempt"],
                 )
                 offset: float | None = None
+                next_due_at = row["next_due_at"]
                 if task.next_slot is None:
+                    # A new (or changed) task: give it its offset and first slot; if that is due
+                    # within this tick's horizon, claim it now rather than at the next tick.
                     offset = schedule.spread_offset(
                         f"{row['config_id']}:{row['name']}", task.cadence, policy
                     )
                     task.offset_s = offset
                     init = schedule.initialise(task, now)
-                    decisions.append(
-                        _decision(
-                            task.id,
-                            None,
-                            task.attempt,
-                            False,
-                            None,
-                            init.next_slot,
-                            init.next_due_at,
-                            0,
-                            0,
-                            [],
-                            offset,
+                    task.next_slot, next_due_at = init.next_slot, init.next_due_at
+                    if next_due_at > horizon:
+                        decisions.append(
+                            _decision(
+                                task.id,
+                                None,
+                                task.attempt,
+                                False,
+                                None,
+                                init.next_slot,
+                                init.next_due_at,
+                                0,
+                                0,
+                                [],
+                                offset,
+                            )
                         )
-                    )
-                    continue
-                start_at = max(now, row["next_due_at"])
+                        continue
+                start_at = max(now, next_due_at)
                 d = schedule.decide_claim(task, start_at, policy)
                 self.stats.missed += d.missed_count
                 self.stats.coalesced += d.coalesced
@@ -373,7 +378,7 @@ class Supervisor:
                         d.coalesced,
                         d.missed_count,
                         d.missed_slots[:MISSED_ROWS_PER_TICK],
-                        None,
+                        offset,
                     )
                 )
                 if d.run_slot is not None:
