@@ -292,6 +292,26 @@ class JailPlan:
             self.seccomp_filter.load()
 
 
+def host_layers() -> dict[str, bool]:
+    """Which layers this host would give a fork server, predicted without side effects (no
+    namespace entered, no filter built): for tests and tools that must decide before starting
+    one. `tests/test_defence_in_depth.py` checks it against what a fork server reports."""
+    root = os.geteuid() == 0
+    try:
+        import pyseccomp  # noqa: F401 - loads libseccomp
+
+        seccomp = True
+    except Exception:
+        seccomp = False
+    layers = dict.fromkeys(
+        ("restricted_python", "clean_env", "session", "no_new_privs", "rlimits", "watchdog"), True
+    )
+    layers.update(
+        uid_drop=root, chroot=root, netns=root, seccomp=seccomp, landlock=landlock_abi() > 0
+    )
+    return layers
+
+
 def become_fork_server() -> None:
     """The fork server adopts every orphan of its runs (so a double fork cannot escape the
     watchdog) and dies with the supervisor."""

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from sandbox import Outcome, Plugin, RunRequest, Sandbox, load_plugin
-from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN
+from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN, host_layers
 from sandbox.manifest import Limits
 
 SECRET_URL = f"postgresql://runtime:s3cret-{uuid.uuid4().hex}@db.internal:5432/runtime"
@@ -114,15 +114,22 @@ def assert_all_denied(report: dict[str, Any]) -> None:
     assert not succeeded, f"attacks that worked: {succeeded}"
 
 
-def require(sb: Sandbox, *layers: str) -> None:
-    """A layer's test is skipped only on a host that cannot have the layer; in CI (root, Linux
-    6.x, every layer available) a missing layer is a failure, never a skip."""
-    for layer in layers:
-        if not sb.layers.get(layer):
-            reason = f"this host lacks the {layer} layer: {sb.layer_reasons.get(layer, '?')}"
-            if os.environ.get("CI"):
-                pytest.fail(reason)
-            pytest.skip(reason)
+HOST_LAYERS = host_layers()
+SYSCALL_NUMBERS = {
+    "x86_64": {"bpf": 321, "open_by_handle_at": 304, "clone": 56},
+    "aarch64": {"bpf": 280, "open_by_handle_at": 265, "clone": 220},
+}
+
+
+def requires(*layers: str) -> pytest.MarkDecorator:
+    """A layer's test runs wherever the host can have the layer (on CI, root on Linux 6.x: all of
+    them); it is skipped only where the host cannot."""
+    missing = [layer for layer in layers if not HOST_LAYERS.get(layer)]
+    return pytest.mark.skipif(bool(missing), reason=f"this host lacks the layer(s) {missing}")
+
+
+def test_predicted_layers_are_the_ones_a_fork_server_reports(sandbox: Sandbox) -> None:
+    assert sandbox.layers == HOST_LAYERS
 
 
 def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
@@ -169,8 +176,8 @@ def test_the_harness_sees_an_attack_succeed(sandbox: Sandbox, plugin: Plugin) ->
 # -- layer 2: the process -----------------------------------------------------------------------
 
 
+@requires("clean_env")
 def test_no_secret_in_the_environment(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "clean_env")
     assert os.environ["PLUGIN_RUNTIME_DATABASE_URL"] == SECRET_URL  # the test process has it
     outcome = attack(
         sandbox,
@@ -205,11 +212,11 @@ def test_no_secret_in_the_environment(sandbox: Sandbox, plugin: Plugin) -> None:
     assert "s3cret" not in json.dumps(outcome.to_json())
 
 
+@requires("clean_env")
 def test_no_secret_anywhere_in_the_child_memory(sandbox: Sandbox, plugin: Plugin) -> None:
     """Scan the child's own heap (every page near its live objects) for the supervisor's
     database URL. The fork server was started with a clean environment, so it was never there.
     The scan must find exactly one copy: the needle it built itself (proving that it works)."""
-    require(sandbox, "clean_env")
     report = results(attack(sandbox, plugin, SCAN_MEMORY, config={"reversed": SECRET_URL[::-1]}))
     assert report["scanned_pages"] > 100
     assert report["hits"] == 1, report
@@ -255,10 +262,10 @@ def test_other_configs_secrets_not_in_a_later_child(sandbox: Sandbox, plugin: Pl
     assert report["hits"] == 1, report
 
 
+@requires("session")
 def test_no_inherited_file_descriptors(sandbox: Sandbox, plugin: Plugin) -> None:
     """Only the run's own channel to the fork server is open: not the supervisor's files, not
     its control socket, not stdin/stdout/stderr."""
-    require(sandbox, "session")
     report = results(
         attack(
             sandbox,
@@ -282,8 +289,8 @@ def test_no_inherited_file_descriptors(sandbox: Sandbox, plugin: Plugin) -> None
     assert report["proc_fd"].startswith("denied")
 
 
+@requires("seccomp")
 def test_cannot_kill_the_fork_server_or_the_supervisor(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "seccomp")
     fork_server = sandbox.fork_server_pid
     report = results(
         attack(
@@ -311,8 +318,8 @@ def test_cannot_kill_the_fork_server_or_the_supervisor(sandbox: Sandbox, plugin:
     assert_fork_server_healthy(sandbox, plugin, fork_server)
 
 
+@requires("uid_drop", "no_new_privs")
 def test_runs_get_an_unprivileged_uid(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "uid_drop", "no_new_privs")
     report = results(
         attack(
             sandbox,
@@ -383,8 +390,8 @@ def run_every_minute(meta):
 """
 
 
+@requires("watchdog")
 def test_fork_double_fork_and_setsid_leave_nothing_behind(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "watchdog")
     fork_server = sandbox.fork_server_pid
     report = results(attack(sandbox, plugin, FORK_TREE))
     pids = [int(report["child"]), int(report["grandchild"])]
@@ -394,8 +401,8 @@ def test_fork_double_fork_and_setsid_leave_nothing_behind(sandbox: Sandbox, plug
     assert_fork_server_healthy(sandbox, plugin, fork_server)
 
 
+@requires("watchdog")
 def test_timeout_kills_the_whole_tree(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "watchdog")
     started = time.monotonic()
     outcome = attack(
         sandbox,
@@ -413,8 +420,8 @@ def test_timeout_kills_the_whole_tree(sandbox: Sandbox, plugin: Plugin) -> None:
     assert wait_gone(pids) == [], "a process of the timed-out run outlived it"
 
 
+@requires("rlimits")
 def test_memory_bomb_ends_in_memory_limit(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "rlimits")
     small = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=128)
     one_block = attack(
         sandbox,
@@ -450,8 +457,8 @@ def test_memory_bomb_ends_in_memory_limit(sandbox: Sandbox, plugin: Plugin) -> N
     assert results(native) == {"malloc": 0}  # malloc fails: the address space is capped
 
 
+@requires("rlimits")
 def test_cpu_loop_ends_in_cpu_limit(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "rlimits")
     one_second = Limits(timeout_s=15.0, cpu_s=1.0, memory_mb=256)
     loop = attack(
         sandbox,
@@ -483,8 +490,8 @@ def test_cpu_loop_ends_in_cpu_limit(sandbox: Sandbox, plugin: Plugin) -> None:
     assert stubborn.duration_ms < 6000
 
 
+@requires("rlimits", "uid_drop")  # RLIMIT_NPROC does not bind root
 def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "rlimits", "uid_drop")  # RLIMIT_NPROC does not bind root
     report = results(
         attack(
             sandbox,
@@ -511,8 +518,8 @@ def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
     assert wait_gone(report["pids"]) == []
 
 
+@requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "rlimits")
     report = results(
         attack(
             sandbox,
@@ -588,8 +595,8 @@ def test_a_forged_frame_is_an_output_limit(sandbox: Sandbox, plugin: Plugin) -> 
 # -- layer 4: kernel filters --------------------------------------------------------------------
 
 
+@requires("landlock")
 def test_no_file_is_written(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) -> None:
-    require(sandbox, "landlock")
     host_target = tmp_path / "written-by-plugin"
     tmp_name = f"/tmp/plugin-runtime-attack-{uuid.uuid4().hex}"
     report = results(
@@ -625,8 +632,8 @@ def test_no_file_is_written(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) ->
         assert os.listdir(root) == [], f"the empty root {root} got files"
 
 
+@requires("landlock")
 def test_no_host_file_is_read(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) -> None:
-    require(sandbox, "landlock")
     readable = tmp_path / "readable.txt"
     readable.write_text("host data")
     readable.chmod(0o644)
@@ -653,8 +660,8 @@ def test_no_host_file_is_read(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) 
     assert_all_denied(report)
 
 
+@requires("seccomp", "netns")
 def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "seccomp", "netns")
     abstract = f"\0plugin-runtime-test-{uuid.uuid4().hex}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(abstract)
@@ -692,17 +699,13 @@ def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
     assert_all_denied(report)
 
 
+@requires("seccomp", "chroot", "uid_drop")
+@pytest.mark.skipif(
+    os.uname().machine not in SYSCALL_NUMBERS, reason="syscall numbers not tabulated"
+)
 def test_kernel_escapes_are_refused(sandbox: Sandbox, plugin: Plugin) -> None:
-    require(sandbox, "seccomp", "chroot", "uid_drop")
     machine = os.uname().machine
-    numbers = {
-        "x86_64": {"bpf": 321, "open_by_handle_at": 304, "clone": 56},
-        "aarch64": {"bpf": 280, "open_by_handle_at": 265, "clone": 220},
-    }.get(machine)
-    if numbers is None:  # pragma: no cover - CI is x86_64
-        if os.environ.get("CI"):
-            pytest.fail(f"syscall numbers not tabulated for {machine}")
-        pytest.skip(f"syscall numbers not tabulated for {machine}")
+    numbers = SYSCALL_NUMBERS[machine]
     report = results(
         attack(
             sandbox,
