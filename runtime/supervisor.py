@@ -633,7 +633,7 @@ class Supervisor:
                 return
             runs = []
             for row in rows:
-                pointer: dict[str, Any] = {"next_slot": None, "next_due_at": None, "attempt": None}
+                pointer = NO_POINTER_MOVE
                 if row["is_active"] and row["cadence"]:
                     task = TaskState(
                         id=row["task_id"],
@@ -644,14 +644,16 @@ class Supervisor:
                         attempt=row["task_attempt"],
                         active=True,
                     )
-                    decision = schedule.decide_completion(
-                        task, row["slot"], row["attempt"], False, now, self.settings.policy
+                    # A lost run is a failed attempt; its retry is due at once (it did not fail).
+                    pointer = _pointer_after(
+                        task,
+                        row["slot"],
+                        row["attempt"],
+                        False,
+                        now,
+                        self.settings.policy,
+                        retry_at_once=True,
                     )
-                    pointer = {
-                        "next_slot": decision.next_slot,
-                        "next_due_at": now if decision.retry else decision.next_due_at,
-                        "attempt": decision.attempt,
-                    }
                 why = (
                     "an earlier process of this node died"
                     if row["node"] == self.settings.node_id
@@ -768,7 +770,7 @@ def _completion(
 ) -> dict[str, Any]:
     """Where the task's pointer goes after this run (nothing for manual runs)."""
     if run.manual or run.task_id is None:
-        return {"next_slot": None, "next_due_at": None, "attempt": None}
+        return NO_POINTER_MOVE
     task = TaskState(
         id=run.task_id,
         cadence=run.cadence,
@@ -778,8 +780,25 @@ def _completion(
         attempt=run.task_attempt,
         active=True,
     )
-    d = schedule.decide_completion(task, run.slot, run.attempt, succeeded, now, policy)
-    return {"next_slot": d.next_slot, "next_due_at": d.next_due_at, "attempt": d.attempt}
+    return _pointer_after(task, run.slot, run.attempt, succeeded, now, policy)
+
+
+NO_POINTER_MOVE: dict[str, Any] = {"next_slot": None, "next_due_at": None, "attempt": None}
+
+
+def _pointer_after(
+    task: TaskState,
+    slot: datetime,
+    attempt: int,
+    succeeded: bool,
+    now: datetime,
+    policy: SchedulePolicy,
+    retry_at_once: bool = False,
+) -> dict[str, Any]:
+    """The completion statement's pointer fields, from `schedule.decide_completion`."""
+    d = schedule.decide_completion(task, slot, attempt, succeeded, now, policy)
+    due = now if (retry_at_once and d.retry) else d.next_due_at
+    return {"next_slot": d.next_slot, "next_due_at": due, "attempt": d.attempt}
 
 
 def _clean(value: Any) -> Any:
