@@ -3,7 +3,6 @@ fresh restricted globals, call the task, send one result frame, exit."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -12,7 +11,8 @@ import types
 from typing import Any
 
 from sandbox import policy
-from sandbox.meta import MAX_RESULT_BYTES, Channel, Meta, PrintSink
+from sandbox.limits import MAX_ERROR_MESSAGE, MAX_RESULT_BYTES, MAX_TRACEBACK_LINES
+from sandbox.meta import Channel, Meta, PrintSink, ValueTooLarge, checked_json
 
 # Released when memory runs out, so that reporting the MemoryError has room to work.
 _RESERVE: list[bytearray] = []
@@ -33,13 +33,17 @@ def _plugin_traceback(exc: BaseException, filename: str, source: str) -> list[st
 
 
 def _error_frame(exc: BaseException, filename: str, source: str) -> dict[str, Any]:
+    try:
+        message = str(exc)[:MAX_ERROR_MESSAGE]
+    except BaseException:  # the plugin's own __str__ may raise
+        message = "(the exception could not be turned into text)"
     return {
         "t": "result",
         "status": "error",
         "error": {
-            "type": type(exc).__name__,
-            "message": str(exc)[:4000],
-            "traceback": _plugin_traceback(exc, filename, source)[-50:],
+            "type": str(type(exc).__name__)[:200],
+            "message": str(message),
+            "traceback": _plugin_traceback(exc, filename, source)[-MAX_TRACEBACK_LINES:],
         },
     }
 
@@ -104,15 +108,9 @@ def _execute(
         }
     result = func(meta)
     try:
-        encoded = json.dumps(result)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"the task returned a value that is not JSON-serialisable: {exc}") from None
-    if len(encoded) > MAX_RESULT_BYTES:
-        return {
-            "t": "result",
-            "status": "output_limit",
-            "message": f"result larger than {MAX_RESULT_BYTES} bytes",
-        }
+        checked_json(result, "the task's result", MAX_RESULT_BYTES)
+    except ValueTooLarge as exc:
+        return {"t": "result", "status": "output_limit", "message": str(exc)}
     return {
         "t": "result",
         "status": "ok",

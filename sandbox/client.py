@@ -4,6 +4,7 @@ how it ended into one Outcome."""
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import signal
@@ -12,27 +13,33 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sandbox import protocol
+from sandbox import limits, protocol
 from sandbox.forkserver import plugin_key
 from sandbox.manifest import Limits
 from sandbox.outcome import (
     CRASHED,
     DEFAULT_LIMITS,
+    OUTPUT_LIMIT,
     ErrorInfo,
     LogLine,
     Outcome,
     RunRequest,
 )
+from sandbox.protocol import CacheArgs, CallFrame, FetchArgs, FetchResponse, LogFrame, ResultFrame
 from sandbox.services import LocalServices
+
+log = logging.getLogger(__name__)
 
 EXIT_GRACE_S = 0.5  # after the child exits, how long its last frames may take to arrive
 SEND_TIMEOUT_S = 30.0
+MAX_REPLY_ERROR = 1000  # characters of an error message sent back to a child
 
 
 class SandboxError(RuntimeError):
@@ -42,9 +49,9 @@ class SandboxError(RuntimeError):
 class MetaServices(Protocol):
     """What the parent does on a child's behalf: `meta.fetch` and `meta.cache`."""
 
-    def fetch(self, request: RunRequest, args: dict[str, Any]) -> dict[str, Any]: ...
+    def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse: ...
 
-    def cache(self, request: RunRequest, args: dict[str, Any]) -> Any: ...
+    def cache(self, request: RunRequest, args: CacheArgs) -> Any: ...
 
 
 @dataclass
@@ -58,12 +65,19 @@ class _Run:
     reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     logs: list[LogLine] = field(default_factory=list)
+    log_bytes: int = 0
+    calls: int = 0
+    in_flight: int = 0  # calls received and not yet answered (guarded by count_lock)
+    # Never held while sending: the I/O thread takes it, and must not wait on a slow reader.
+    count_lock: threading.Lock = field(default_factory=threading.Lock)
     fetch_calls: list[dict[str, Any]] = field(default_factory=list)
-    result: dict[str, Any] | None = None
+    result: ResultFrame | None = None
     exit: dict[str, Any] | None = None
     exit_seen_at: float | None = None
-    closed: bool = False
-    overflow: bool = False
+    closed: bool = False  # no longer read (it hung up, or the run is ending)
+    finished: bool = False  # the outcome is set; the socket is shut
+    # Set by the parent when what the child sent ends the run: (outcome, why).
+    violation: tuple[str, str] | None = None
 
 
 class Sandbox:
@@ -77,6 +91,8 @@ class Sandbox:
         netns: bool = True,
         allow_unrestricted: bool = False,
         meta_workers: int = 8,
+        fetch_workers: int = 16,
+        max_fetches_per_config: int = limits.MAX_FETCHES_IN_FLIGHT_PER_CONFIG,
     ) -> None:
         self.services: MetaServices = services or LocalServices()
         self.caps = caps
@@ -92,9 +108,19 @@ class Sandbox:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._io_thread: threading.Thread | None = None
+        # Cache calls and fetches are served by separate pools, and each config has at most
+        # `max_fetches_per_config` fetches in flight (more wait in its own queue, holding no
+        # worker): one config's slow hosts cannot take the workers that serve the others.
         self._meta_pool = ThreadPoolExecutor(
             max_workers=meta_workers, thread_name_prefix="sandbox-meta"
         )
+        self._fetch_pool = ThreadPoolExecutor(
+            max_workers=fetch_workers, thread_name_prefix="sandbox-fetch"
+        )
+        self._max_fetches_per_config = max_fetches_per_config
+        self._fetch_lock = threading.Lock()
+        self._fetch_active: dict[Any, int] = {}
+        self._fetch_waiting: dict[Any, deque[tuple[_Run, CallFrame]]] = {}
         self.layers: dict[str, bool] = {}
         self.layer_reasons: dict[str, str] = {}
         self._hello = threading.Event()
@@ -168,6 +194,7 @@ class Sandbox:
                 proc.kill()
                 proc.wait()
         self._meta_pool.shutdown(wait=False, cancel_futures=True)
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -269,11 +296,13 @@ class Sandbox:
         return self.submit(request, services).result()
 
     # -- the I/O thread ----------------------------------------------------------------------
+    # Nothing a child sends may end this thread: every run's frames are handled inside a guard
+    # that turns any failure into the end of that run only.
     def _io_loop(self, control: socket.socket, proc: subprocess.Popen[bytes]) -> None:
         selector = selectors.DefaultSelector()
         selector.register(control, selectors.EVENT_READ, "control")
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        reader = protocol.FrameReader(max_frame=64 * 1024 * 1024)
+        reader = protocol.FrameReader(max_frame=protocol.MAX_CONTROL_FRAME_BYTES)
         alive = True
         while alive:
             with self._lock:
@@ -292,8 +321,11 @@ class Sandbox:
                     if not data:
                         alive = False
                         break
-                    for message in reader.feed(data):
-                        self._on_control(message)
+                    try:
+                        for message in reader.feed(data):
+                            self._on_control(message)
+                    except Exception:
+                        log.exception("unreadable report from the sandbox fork server")
                 else:
                     self._on_run_data(key.data, selector)
             self._finish_ready(selector)
@@ -305,7 +337,7 @@ class Sandbox:
                 self._proc = None
                 self._control = None
         for run in pending:
-            run.sock.close()
+            self._shut(run)
             if not run.future.done():
                 run.future.set_result(
                     _failed(CRASHED, "SandboxError", "the sandbox fork server died")
@@ -321,12 +353,14 @@ class Sandbox:
     def _on_control(self, message: dict[str, Any]) -> None:
         t = message.get("t")
         if t == "hello":
-            self.layers = dict(message.get("layers") or {})
-            self.layer_reasons = dict(message.get("reasons") or {})
+            self.layers = {str(k): bool(v) for k, v in dict(message.get("layers") or {}).items()}
+            self.layer_reasons = {
+                str(k): str(v) for k, v in dict(message.get("reasons") or {}).items()
+            }
             self._hello.set()
         elif t == "exit":
             with self._lock:
-                run = self._runs.get(message["id"])
+                run = self._runs.get(message.get("id"))  # type: ignore[arg-type]
             if run is not None:
                 run.exit = message
                 run.exit_seen_at = time.monotonic()
@@ -339,27 +373,69 @@ class Sandbox:
         if not data:
             self._close_run_socket(run, selector)
             return
+        if run.violation is not None:
+            return  # already ending: what else it sends is not read
         try:
-            frames = run.reader.feed(data)
-        except (protocol.FrameTooLarge, ValueError):
-            run.overflow = True
-            self._send_control({"t": "kill", "id": run.run_id, "reason": "output_limit"})
+            for raw in run.reader.feed(data):
+                self._on_frame(run, protocol.parse_child_frame(raw))
+                if run.violation is not None:
+                    break
+        except protocol.FrameTooLarge as exc:
+            self._end_run(run, OUTPUT_LIMIT, f"{exc}; killed")
+        except protocol.ProtocolError as exc:
+            self._end_run(run, CRASHED, f"malformed frame from the child: {exc}; killed")
+        except Exception as exc:  # MemoryError, RecursionError, anything: this run only
+            self._end_run(
+                run,
+                CRASHED,
+                f"{type(exc).__name__} while reading a frame from the child: {exc}"[:500],
+            )
+        if run.violation is not None:
             self._close_run_socket(run, selector)
-            return
-        for frame in frames:
-            t = frame.get("t")
-            if t == "log" and run.result is None:
-                run.logs.append(
-                    LogLine(
-                        level=str(frame.get("level", "info")), message=str(frame.get("message", ""))
-                    )
+
+    def _on_frame(self, run: _Run, frame: protocol.ChildFrame) -> None:
+        """One validated frame: count it against the run's caps and act on it."""
+        if run.result is not None:
+            raise protocol.ProtocolError("a frame after the result")
+        if isinstance(frame, LogFrame):
+            run.log_bytes += len(frame.message.encode("utf-8"))
+            if len(run.logs) >= limits.MAX_LOG_LINES or run.log_bytes > limits.MAX_LOG_BYTES:
+                self._end_run(
+                    run,
+                    OUTPUT_LIMIT,
+                    f"more than {limits.MAX_LOG_LINES} log lines or {limits.MAX_LOG_BYTES} bytes",
                 )
-            elif t == "call":
-                if frame.get("op") == "fetch":
-                    run.fetch_calls.append(dict(frame.get("args") or {}))
+                return
+            run.logs.append(LogLine(level=frame.level, message=frame.message))
+        elif isinstance(frame, CallFrame):
+            run.calls += 1
+            if run.calls > limits.MAX_CALLS_PER_RUN:
+                self._end_run(run, OUTPUT_LIMIT, f"more than {limits.MAX_CALLS_PER_RUN} meta calls")
+                return
+            with run.count_lock:
+                if run.in_flight >= limits.MAX_CALLS_IN_FLIGHT_PER_RUN:
+                    raise protocol.ProtocolError(
+                        f"more than {limits.MAX_CALLS_IN_FLIGHT_PER_RUN} meta calls in flight"
+                    )
+                run.in_flight += 1
+            if isinstance(frame.args, FetchArgs):
+                if len(run.fetch_calls) < limits.MAX_RECORDED_FETCHES:
+                    run.fetch_calls.append(_fetch_record(frame.args))
+                self._queue_fetch(run, frame)
+            else:
                 self._meta_pool.submit(self._serve_call, run, frame)
-            elif t == "result" and run.result is None:
-                run.result = frame
+        else:
+            problem = frame.over_cap()
+            if problem:
+                self._end_run(run, OUTPUT_LIMIT, problem)
+                return
+            run.result = frame
+
+    def _end_run(self, run: _Run, outcome: str, why: str) -> None:
+        """What the child sent ends its run: kill it, keep the first reason."""
+        if run.violation is None:
+            run.violation = (outcome, why)
+            self._send_control({"t": "kill", "id": run.run_id, "reason": outcome})
 
     def _close_run_socket(self, run: _Run, selector: selectors.BaseSelector) -> None:
         if not run.closed:
@@ -368,6 +444,20 @@ class Sandbox:
                 selector.unregister(run.sock)
             except (KeyError, ValueError):
                 pass
+
+    def _shut(self, run: _Run) -> None:
+        """No more replies to this run: wake any worker blocked sending to it, then close (or
+        leave the closing to that worker: this thread never waits for one)."""
+        run.finished = True
+        try:
+            run.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if run.send_lock.acquire(blocking=False):
+            try:
+                run.sock.close()
+            finally:
+                run.send_lock.release()
 
     def _send_control(self, message: dict[str, Any]) -> None:
         with self._lock:
@@ -394,28 +484,90 @@ class Sandbox:
                 del self._runs[run.run_id]
         for run in done:
             self._close_run_socket(run, selector)
-            run.sock.close()
-            outcome = _compose(run)
-            outcome.layers = dict(self.layers)
-            run.future.set_result(outcome)
-
-    def _serve_call(self, run: _Run, frame: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"t": "reply", "call": frame.get("call")}
-        args = frame.get("args") or {}
-        try:
-            if frame.get("op") == "fetch":
-                reply["value"] = run.services.fetch(run.request, args)
-            elif frame.get("op") == "cache":
-                reply["value"] = run.services.cache(run.request, args)
-            else:
-                reply["error"] = f"unknown operation {frame.get('op')!r}"
-        except Exception as exc:
-            reply["error"] = str(exc) or type(exc).__name__
-        with run.send_lock:
+            self._shut(run)
             try:
-                protocol.send(run.sock, reply)
-            except OSError:
-                pass
+                outcome = _compose(run)
+            except Exception as exc:  # never leave a caller waiting for ever
+                log.exception("could not compose the outcome of run %s", run.run_id)
+                outcome = _failed(CRASHED, "Crashed", f"the run's end could not be read: {exc}")
+            outcome.layers = dict(self.layers)
+            if not run.future.done():
+                run.future.set_result(outcome)
+
+    # -- meta calls ------------------------------------------------------------------------------
+    def _queue_fetch(self, run: _Run, frame: CallFrame) -> None:
+        scope = run.request.scope
+        with self._fetch_lock:
+            active = self._fetch_active.get(scope, 0)
+            if active >= self._max_fetches_per_config:
+                self._fetch_waiting.setdefault(scope, deque()).append((run, frame))
+                return
+            self._fetch_active[scope] = active + 1
+        self._fetch_pool.submit(self._serve_fetch, scope, run, frame)
+
+    def _serve_fetch(self, scope: Any, run: _Run, frame: CallFrame) -> None:
+        try:
+            self._serve_call(run, frame)
+        finally:
+            with self._fetch_lock:
+                waiting = self._fetch_waiting.get(scope)
+                following = waiting.popleft() if waiting else None
+                if waiting is not None and not waiting:
+                    del self._fetch_waiting[scope]
+                if following is None:
+                    self._fetch_active[scope] -= 1
+                    if not self._fetch_active[scope]:
+                        del self._fetch_active[scope]
+            if following is not None:
+                try:
+                    self._fetch_pool.submit(self._serve_fetch, scope, *following)
+                except RuntimeError:  # the sandbox is closing
+                    pass
+
+    def _serve_call(self, run: _Run, frame: CallFrame) -> None:
+        reply: dict[str, Any] = {"t": "reply", "call": frame.call}
+        try:
+            if run.finished:
+                return  # the run ended while this call waited its turn
+            problem = frame.args.over_cap()
+            if problem:
+                reply["error"] = problem
+            elif isinstance(frame.args, FetchArgs):
+                reply["value"] = run.services.fetch(run.request, frame.args).to_json()
+            else:
+                reply["value"] = run.services.cache(run.request, frame.args)
+            try:
+                data = protocol.encode(reply)
+            except (TypeError, ValueError, RecursionError) as exc:
+                data = protocol.encode(
+                    {"t": "reply", "call": frame.call, "error": f"unanswerable: {exc}"[:200]}
+                )
+        except Exception as exc:
+            message = (str(exc) or type(exc).__name__)[:MAX_REPLY_ERROR]
+            data = protocol.encode({"t": "reply", "call": frame.call, "error": message})
+        finally:
+            with run.count_lock:
+                run.in_flight -= 1
+        with run.send_lock:
+            if not run.finished:
+                try:
+                    run.sock.sendall(data)
+                except OSError:
+                    pass
+            if run.finished:  # it ended while we sent: _shut left the closing to us
+                run.sock.close()
+
+
+def _fetch_record(args: FetchArgs) -> dict[str, Any]:
+    """A fetch call as a run's outcome lists it (the body cut to 1 KiB)."""
+    body = args.body if args.body is None or len(args.body) <= 1024 else args.body[:1024] + "…"
+    return {
+        "url": args.url[: limits.MAX_URL_CHARS],
+        "method": args.method[: limits.MAX_FETCH_METHOD_CHARS],
+        "headers": dict(list(args.headers.items())[: limits.MAX_FETCH_HEADERS]),
+        "body": body,
+        "timeout_s": args.timeout_s,
+    }
 
 
 def _err(kind: str, message: str) -> ErrorInfo:
@@ -434,6 +586,18 @@ _LIMIT_NAMES = {
 }
 
 
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:  # a real-time signal has no name
+        return f"signal {sig}"
+
+
+def _number(info: dict[str, Any], name: str) -> float:
+    value = info.get(name, 0.0)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def _compose(run: _Run) -> Outcome:
     """One outcome from what the child said and how the fork server saw it end."""
     exit_info = run.exit or {}
@@ -441,9 +605,9 @@ def _compose(run: _Run) -> Outcome:
         outcome=CRASHED,
         logs=run.logs,
         fetch_calls=run.fetch_calls,
-        duration_ms=float(exit_info.get("duration_ms", 0.0)),
-        cpu_ms=float(exit_info.get("cpu_ms", 0.0)),
-        max_rss_kb=int(exit_info.get("max_rss_kb", 0)),
+        duration_ms=_number(exit_info, "duration_ms"),
+        cpu_ms=_number(exit_info, "cpu_ms"),
+        max_rss_kb=int(_number(exit_info, "max_rss_kb")),
     )
     if "bad_plugin" in exit_info:
         out.outcome, out.error = "bad_plugin", _err("PluginCodeError", str(exit_info["bad_plugin"]))
@@ -451,7 +615,7 @@ def _compose(run: _Run) -> Outcome:
     if "refused" in exit_info:
         out.outcome, out.error = "bad_plugin", _err("SecurityError", str(exit_info["refused"]))
         return out
-    status = int(exit_info.get("status", 0))
+    status = int(_number(exit_info, "status"))
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     out.signal = sig
     killed_for = exit_info.get("killed_for")
@@ -459,35 +623,31 @@ def _compose(run: _Run) -> Outcome:
     if killed_for == "timeout":
         out.outcome = "timeout"
         out.error = _err(
-            "Timeout", f"wall time above {float(exit_info.get('timeout_s', 0)):g} s; killed"
+            "Timeout", f"wall time above {_number(exit_info, 'timeout_s'):g} s; killed"
         )
-    elif killed_for == "output_limit" or run.overflow:
-        out.outcome = "output_limit"
-        out.error = _err("OutputLimit", "a frame from the child exceeded the size cap; killed")
+    elif run.violation is not None:
+        out.outcome, why = run.violation
+        out.error = _err("OutputLimit" if out.outcome == OUTPUT_LIMIT else "ProtocolError", why)
     elif sig == signal.SIGXCPU or (
         sig == signal.SIGKILL and out.cpu_ms >= run.cpu_s * 1000.0 * 0.95
     ):
         out.outcome = "cpu_limit"
         out.error = _err("CpuLimit", f"CPU time above {run.cpu_s:g} s; killed")
-    elif res is not None and res.get("status") in ("ok", "error", *_LIMIT_NAMES):
-        kind = str(res["status"])
-        out.outcome = kind
-        if kind == "ok":
-            out.result = res.get("result")
-            out.storage_writes = dict(res.get("writes") or {})
-            out.storage_deletes = list(res.get("deletes") or [])
-        elif kind == "error":
-            error = res.get("error") or {}
+    elif res is not None:
+        out.outcome = res.status
+        if res.status == "ok":
+            out.result = res.result
+            out.storage_writes = dict(res.writes)
+            out.storage_deletes = list(res.deletes)
+        elif res.error is not None:
             out.error = ErrorInfo(
-                type=str(error.get("type", "")),
-                message=str(error.get("message", "")),
-                traceback=[str(x) for x in error.get("traceback", [])],
+                type=res.error.type, message=res.error.message, traceback=list(res.error.traceback)
             )
         else:
-            out.error = _err(_LIMIT_NAMES[kind], str(res.get("message", "")))
+            out.error = _err(_LIMIT_NAMES.get(res.status, "Crashed"), res.message)
     else:
         how = (
-            f"killed by signal {signal.Signals(sig).name}"
+            f"killed by {_signal_name(sig)}"
             if sig
             else f"exited with status {os.WEXITSTATUS(status)} without a result"
         )

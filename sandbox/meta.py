@@ -14,16 +14,37 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sandbox import protocol
+from sandbox.limits import (
+    LOG_LEVELS,
+    MAX_CACHE_VALUE_BYTES,
+    MAX_LOG_BYTES,
+    MAX_LOG_LINE,
+    MAX_LOG_LINES,
+    MAX_RESULT_BYTES,
+    MAX_STORAGE_KEY_BYTES,
+    MAX_STORAGE_KEYS_PER_RUN,
+    MAX_STORAGE_VALUE_BYTES,
+    MAX_STORAGE_WRITE_BYTES,
+    MAX_VALUE_DEPTH,
+)
 
-MAX_LOG_LINES = 1000
-MAX_LOG_BYTES = 256 * 1024
-MAX_LOG_LINE = 8 * 1024
-MAX_RESULT_BYTES = 1024 * 1024
-MAX_STORAGE_VALUE_BYTES = 256 * 1024
+__all__ = [
+    "MAX_LOG_BYTES",
+    "MAX_LOG_LINE",
+    "MAX_LOG_LINES",
+    "MAX_RESULT_BYTES",
+    "Channel",
+    "FetchError",
+    "Headers",
+    "Meta",
+    "PrintSink",
+    "ValueTooLarge",
+    "checked_json",
+]
 
 
-class OutputLimitExceeded(Exception):
-    pass
+class ValueTooLarge(ValueError):
+    """A value over its size cap (a result over it ends the run as output_limit)."""
 
 
 class FetchError(Exception):
@@ -31,22 +52,23 @@ class FetchError(Exception):
 
 
 class Channel:
-    """The child's end of the pipe to the fork server."""
+    """The child's end of its run socket to the supervisor. These checks only fail early with a
+    clear error: the supervisor enforces every cap again (sandbox/limits.py)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader = protocol.FrameReader()
+        self.reader = protocol.FrameReader(max_frame=protocol.MAX_CONTROL_FRAME_BYTES)
         self._call_seq = 0
         self.log_lines = 0
         self.log_bytes = 0
 
     def send(self, message: dict[str, Any]) -> None:
-        protocol.send(self.sock, message)
+        protocol.send(self.sock, message, strict=True)
 
     def log(self, level: str, message: str) -> None:
         message = message[:MAX_LOG_LINE]
         self.log_lines += 1
-        self.log_bytes += len(message)
+        self.log_bytes += len(message.encode("utf-8", "surrogatepass"))
         if self.log_lines > MAX_LOG_LINES or self.log_bytes > MAX_LOG_BYTES:
             # Stop at once: the plugin cannot catch its way past an output flood.
             self.send(
@@ -57,7 +79,9 @@ class Channel:
                 }
             )
             os._exit(0)
-        self.send({"t": "log", "level": level, "message": message})
+        self.send(
+            {"t": "log", "level": level if level in LOG_LEVELS else "info", "message": message}
+        )
 
     def receive(self, kind: str) -> dict[str, Any]:
         """Block until a frame of type `kind` arrives (the run's start frame)."""
@@ -76,9 +100,29 @@ class Channel:
                         raise (
                             FetchError(str(frame["error"]))
                             if op == "fetch"
-                            else RuntimeError(str(frame["error"]))
+                            else ValueError(str(frame["error"]))
                         )
                     return frame.get("value")
+
+
+def checked_json(value: Any, what: str, max_bytes: int, *, allow_nul: bool = True) -> int:
+    """The size of `value` as JSON, or a TypeError/ValueError saying why the supervisor would
+    refuse it (not JSON, NaN, too deep, a lone surrogate, a NUL, too large)."""
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+        decoded = json.loads(encoded)
+    except RecursionError:
+        raise ValueError(f"{what} is nested deeper than {MAX_VALUE_DEPTH} levels") from None
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
+    problem = protocol.value_problem(decoded, MAX_VALUE_DEPTH, allow_nul=allow_nul)
+    if problem:
+        if "NUL" in problem:
+            problem += ", which cannot be stored"
+        raise ValueError(f"{what}: {problem}")
+    if len(encoded) > max_bytes:
+        raise ValueTooLarge(f"{what} is larger than {max_bytes} bytes")
+    return len(encoded)
 
 
 class ReadOnlyConfig(Mapping[str, Any]):
@@ -98,39 +142,50 @@ class ReadOnlyConfig(Mapping[str, Any]):
         return f"Config({sorted(self._values)})"
 
 
-def _check_json(value: Any, what: str) -> None:
-    try:
-        encoded = json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
-    if len(encoded) > MAX_STORAGE_VALUE_BYTES:
-        raise ValueError(f"{what} is larger than {MAX_STORAGE_VALUE_BYTES} bytes")
-    if "\\u0000" in encoded:
-        raise ValueError(f"{what} contains a NUL character, which cannot be stored")
-
-
 class Storage:
     def __init__(self, snapshot: dict[str, Any]) -> None:
         self._data = dict(snapshot)
         self.writes: dict[str, Any] = {}
         self.deletes: set[str] = set()
+        self._sizes: dict[str, int] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._data.get(str(key), default)
 
-    def set(self, key: str, value: Any) -> None:
-        key = str(key)
+    def _check_key(self, key: str) -> None:
         if "\x00" in key:
             raise ValueError("storage keys cannot contain NUL characters")
-        _check_json(value, f"storage value for '{key}'")
+        if len(key.encode("utf-8", "surrogatepass")) > MAX_STORAGE_KEY_BYTES:
+            raise ValueError(f"storage key longer than {MAX_STORAGE_KEY_BYTES} bytes")
+        checked_json(key, "storage key", MAX_STORAGE_KEY_BYTES * 6)
+        new = key not in self.writes and key not in self.deletes
+        if new and len(self.writes) + len(self.deletes) >= MAX_STORAGE_KEYS_PER_RUN:
+            raise ValueError(
+                f"a run can write or delete at most {MAX_STORAGE_KEYS_PER_RUN} storage keys"
+            )
+
+    def set(self, key: str, value: Any) -> None:
+        key = str(key)
+        self._check_key(key)
+        size = checked_json(
+            value, f"storage value for '{key}'", MAX_STORAGE_VALUE_BYTES, allow_nul=False
+        )
+        total = sum(self._sizes.values()) - self._sizes.get(key, 0) + size
+        if total > MAX_STORAGE_WRITE_BYTES:
+            raise ValueError(
+                f"a run can write at most {MAX_STORAGE_WRITE_BYTES} bytes of storage values"
+            )
         self._data[key] = value
         self.writes[key] = value
+        self._sizes[key] = size
         self.deletes.discard(key)
 
     def delete(self, key: str) -> None:
         key = str(key)
+        self._check_key(key)
         self._data.pop(key, None)
         self.writes.pop(key, None)
+        self._sizes.pop(key, None)
         self.deletes.add(key)
 
 
@@ -143,7 +198,7 @@ class Cache:
         return default if value is None else value
 
     def set(self, key: str, value: Any, ttl_s: float = 60.0) -> None:
-        _check_json(value, f"cache value for '{key}'")
+        checked_json(value, f"cache value for '{key}'", MAX_CACHE_VALUE_BYTES)
         self._channel.call("cache", action="set", key=str(key), value=value, ttl_s=float(ttl_s))
 
     def incr(self, key: str, by: int = 1, ttl_s: float = 60.0) -> int:
@@ -157,26 +212,65 @@ class Cache:
         self._channel.call("cache", action="delete", key=str(key))
 
 
+def format_message(args: tuple[Any, ...]) -> str:
+    """Like `logging`: `info("n=%d", 5)` formats; arguments that do not fit the format, or no
+    format at all, are joined with spaces (`info("a", 1)` -> "a 1")."""
+    if len(args) > 1 and isinstance(args[0], str) and "%" in args[0]:
+        params: Any = args[1:]
+        if len(params) == 1 and isinstance(params[0], Mapping) and params[0]:
+            params = params[0]  # logging's `info("%(n)s", {"n": 1})`
+        try:
+            return str(args[0]) % params
+        except (TypeError, ValueError, KeyError):
+            pass
+    return " ".join(str(a) for a in args)
+
+
 class Logger:
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
 
     def _emit(self, level: str, args: tuple[Any, ...]) -> None:
-        self._channel.log(level, " ".join(str(a) for a in args))
+        self._channel.log(level, format_message(args))
 
-    def debug(self, *args: Any) -> None:
+    def debug(self, *args: Any, **_: Any) -> None:
         self._emit("debug", args)
 
-    def info(self, *args: Any) -> None:
+    def info(self, *args: Any, **_: Any) -> None:
         self._emit("info", args)
 
-    def warning(self, *args: Any) -> None:
+    def warning(self, *args: Any, **_: Any) -> None:
         self._emit("warning", args)
 
     warn = warning
 
-    def error(self, *args: Any) -> None:
+    def error(self, *args: Any, **_: Any) -> None:
         self._emit("error", args)
+
+    critical = exception = error
+
+
+class Headers(Mapping[str, str]):
+    """Response headers: looked up without regard to case (`r.headers["content-type"]`), listed
+    with the server's spelling."""
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = {str(k).lower(): (str(k), str(v)) for k, v in items.items()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[str(key).lower()][1]
+
+    def __contains__(self, key: object) -> bool:
+        return str(key).lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, _ in self._items.values()])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return repr(dict(self._items.values()))
 
 
 class Response:
@@ -184,7 +278,7 @@ class Response:
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.status = int(data.get("status", 0))
-        self.headers: dict[str, str] = dict(data.get("headers") or {})
+        self.headers = Headers(data.get("headers") or {})
         self.text: str = str(data.get("body", ""))
         self.url: str = str(data.get("url", ""))
 
@@ -229,13 +323,16 @@ class Meta:
         body: Any = None,
         timeout_s: float = 10.0,
     ) -> Response:
+        sent = {str(k): str(v) for k, v in (headers or {}).items()}
         if body is not None and not isinstance(body, str):
-            body = json.dumps(body)
+            body = json.dumps(body, allow_nan=False)
+            if not any(k.lower() == "content-type" for k in sent):
+                sent["Content-Type"] = "application/json"
         value = self._channel.call(
             "fetch",
             url=str(url),
             method=str(method).upper(),
-            headers=dict(headers or {}),
+            headers=sent,
             body=body,
             timeout_s=float(timeout_s),
         )

@@ -61,6 +61,12 @@ class RunRequest:
     # (only honoured by a Sandbox started with allow_unrestricted=True).
     unrestricted_source: str | None = None
 
+    @property
+    def scope(self) -> Any:
+        """Whose cache and fetch budget this run uses: its config, else (no config id, as under
+        `plugin-runtime run`) its plugin."""
+        return self.run.config_id if self.run.config_id is not None else self.plugin.name
+
 
 @dataclass
 class LogLine:

@@ -1,39 +1,97 @@
-"""Length-prefixed JSON frames over a stream socket. Never pickle: a child is not trusted."""
+"""Length-prefixed JSON frames over a stream socket, and the typed messages a child may send.
+
+Never pickle: the child is assumed fully compromised. Everything it sends is parsed with a bounded
+size and nesting depth (`FrameReader`) and then validated field by field against the schema of its
+type (`parse_child_frame`): anything else is a `ProtocolError` (the run ends as `crashed`) or a
+`FrameTooLarge` (it ends as `output_limit`). Caps that an honest plugin can reach (a log flood, a
+result too large) are separate checks (`*_over_cap`), so an honest child gets the same answer as a
+hostile one.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox import limits
+
 HEADER = struct.Struct(">I")
-MAX_FRAME_BYTES = 4 * 1024 * 1024  # a child frame above this is an output_limit
+# Frames the supervisor and the fork server send each other (plugin source included).
+MAX_CONTROL_FRAME_BYTES = 64 * 1024 * 1024
+MAX_FRAME_BYTES = limits.MAX_CHILD_FRAME_BYTES  # a child frame above this is an output_limit
 
 
 class FrameTooLarge(Exception):
     pass
 
 
+class ProtocolError(ValueError):
+    """A frame that is not what the protocol says: not JSON, too deep, a field of the wrong type,
+    an unknown type or operation, a frame after the result."""
+
+
 class ConnectionClosed(Exception):
     pass
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), default=str).encode("utf-8")
-    return HEADER.pack(len(body)) + body
+def _refuse_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not JSON")
 
 
-def send(sock: socket.socket, message: dict[str, Any]) -> None:
-    sock.sendall(encode(message))
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"number {text[:40]} is out of range")
+    return value
+
+
+def encode(message: dict[str, Any], *, strict: bool = False) -> bytes:
+    """One frame. `strict` (what a child sends): no NaN/Infinity, nothing but JSON types."""
+    if strict:
+        body = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    else:
+        body = json.dumps(message, separators=(",", ":"), default=str)
+    data = body.encode("utf-8")
+    return HEADER.pack(len(data)) + data
+
+
+def send(sock: socket.socket, message: dict[str, Any], *, strict: bool = False) -> None:
+    sock.sendall(encode(message, strict=strict))
+
+
+def decode(body: bytes, max_depth: int = limits.MAX_FRAME_DEPTH) -> dict[str, Any]:
+    """One frame's body: strict UTF-8, strict JSON (no NaN, no Infinity, no 1e999), an object,
+    nested at most `max_depth` deep. Every failure is a ProtocolError."""
+    try:
+        text = body.decode("utf-8")
+        message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise ProtocolError("frame nested too deeply") from None
+    except (UnicodeError, ValueError) as exc:  # JSONDecodeError and int digit limits too
+        raise ProtocolError(f"frame is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
+    # Depth only: which strings must be valid Unicode depends on the field (parse_child_frame).
+    problem = value_problem(message, max_depth, unicode=False)
+    if problem:
+        raise ProtocolError(f"frame: {problem}")
+    return message
 
 
 class FrameReader:
-    """Incremental decoder: feed bytes as they arrive, take whole frames out."""
+    """Incremental decoder: feed bytes as they arrive, take whole frames out. A declared length
+    above `max_frame` raises FrameTooLarge before anything is buffered for it."""
 
-    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES, max_depth: int = limits.MAX_FRAME_DEPTH):
         self._buf = bytearray()
         self._max = max_frame
+        self._depth = max_depth
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._buf += data
@@ -41,16 +99,18 @@ class FrameReader:
         while len(self._buf) >= HEADER.size:
             (size,) = HEADER.unpack_from(self._buf)
             if size > self._max:
-                raise FrameTooLarge(f"frame of {size} bytes exceeds {self._max}")
+                raise FrameTooLarge(f"a frame of {size} bytes exceeds the cap of {self._max}")
             if len(self._buf) < HEADER.size + size:
                 break
             body = bytes(self._buf[HEADER.size : HEADER.size + size])
             del self._buf[: HEADER.size + size]
-            message = json.loads(body)
-            if not isinstance(message, dict):
-                raise ValueError("frame is not a JSON object")
-            frames.append(message)
+            frames.append(decode(body, self._depth))
         return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame."""
+        return len(self._buf)
 
 
 def recv(sock: socket.socket, reader: FrameReader) -> list[dict[str, Any]]:
@@ -62,3 +122,352 @@ def recv(sock: socket.socket, reader: FrameReader) -> list[dict[str, Any]]:
         frames = reader.feed(data)
         if frames:
             return frames
+
+
+# -- values ------------------------------------------------------------------------------------
+
+
+def value_problem(
+    value: Any, max_depth: int, *, allow_nul: bool = True, unicode: bool = True
+) -> str | None:
+    """Why a decoded JSON value cannot be used as it is (None when it can): nested deeper than
+    `max_depth`, a string that is not valid Unicode (a lone surrogate from a \\ud800 escape; checked
+    when `unicode`), a NUL character where none may be stored. Iterative: no depth can make it
+    recurse."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if unicode and not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "a string is not valid Unicode (lone surrogate)"
+            if not allow_nul and "\x00" in item:
+                return "a string contains a NUL character"
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        elif not (item is None or isinstance(item, bool | int | float)):
+            return f"a value of type {type(item).__name__} is not JSON"
+    return None
+
+
+def clean_text(text: str) -> str:
+    """Text for people (a log line, an error message): lone surrogates become U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def json_size(value: Any) -> int:
+    """Length of `value` as the child measures it (json.dumps, ASCII escapes)."""
+    return len(json.dumps(value, allow_nan=False))
+
+
+# -- the typed messages of a child -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogFrame:
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FetchArgs:
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None
+    timeout_s: float = limits.DEFAULT_FETCH_TIMEOUT_S
+
+    def over_cap(self) -> str | None:
+        """Why the parent refuses this fetch before making it (None when it may be made)."""
+        if len(self.url) > limits.MAX_URL_CHARS:
+            return f"URL longer than {limits.MAX_URL_CHARS} characters"
+        if any(c <= " " or c == "\x7f" for c in self.url) or not self.url.isascii():
+            return "URL has spaces, control or non-ASCII characters (percent-encode them)"
+        if not (0 < len(self.method) <= limits.MAX_FETCH_METHOD_CHARS) or not (
+            self.method.isascii() and self.method.isalpha()
+        ):
+            return f"method {self.method[:40]!r} is not an HTTP method"
+        if len(self.headers) > limits.MAX_FETCH_HEADERS:
+            return f"more than {limits.MAX_FETCH_HEADERS} headers"
+        size = 0
+        for name, value in self.headers.items():
+            if not name or not name.isascii() or any(c in _NOT_TOKEN or c <= " " for c in name):
+                return f"header name {name[:40]!r} is not valid"
+            if any(c in "\r\n\x00" for c in value):
+                return f"header {name[:40]!r} has a line break or NUL in its value"
+            try:
+                size += len(name) + len(value.encode("latin-1"))
+            except UnicodeEncodeError:
+                return f"header {name[:40]!r} has characters outside Latin-1"
+        if size > limits.MAX_FETCH_HEADER_BYTES:
+            return f"headers larger than {limits.MAX_FETCH_HEADER_BYTES} bytes"
+        if self.body is not None:
+            try:
+                body_size = len(self.body.encode("utf-8"))
+            except UnicodeEncodeError:
+                return "body is not valid Unicode (lone surrogate)"
+            if body_size > limits.MAX_FETCH_BODY_BYTES:
+                return f"body larger than {limits.MAX_FETCH_BODY_BYTES} bytes"
+        if not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
+            return "timeout_s must be a positive number"
+        return None
+
+
+@dataclass(frozen=True)
+class FetchResponse:
+    """What the supervisor answers a fetch with (the child turns it into a `Response`)."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+    url: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "headers": self.headers, "body": self.body, "url": self.url}
+
+
+_NOT_TOKEN = frozenset('()<>@,;:\\"/[]?={} \t')
+
+CACHE_ACTIONS = ("get", "set", "incr", "delete")
+
+
+@dataclass(frozen=True)
+class CacheArgs:
+    action: str
+    key: str
+    value: Any = None
+    ttl_s: float = limits.DEFAULT_CACHE_TTL_S
+
+    def over_cap(self) -> str | None:
+        try:
+            key_size = len(self.key.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "cache key is not valid Unicode (lone surrogate)"
+        if key_size > limits.MAX_CACHE_KEY_BYTES:
+            return f"cache key longer than {limits.MAX_CACHE_KEY_BYTES} bytes"
+        if not math.isfinite(self.ttl_s):
+            return "ttl_s must be a finite number"
+        if self.action == "set":
+            problem = value_problem(self.value, limits.MAX_VALUE_DEPTH)
+            if problem:
+                return f"cache value: {problem}"
+            if json_size(self.value) > limits.MAX_CACHE_VALUE_BYTES:
+                return f"cache value larger than {limits.MAX_CACHE_VALUE_BYTES} bytes"
+        if self.action == "incr" and abs(self.value) > limits.MAX_CACHE_INT:
+            return "cache incr step out of the 64-bit range"
+        return None
+
+
+@dataclass(frozen=True)
+class CallFrame:
+    call: int
+    op: str  # "fetch" or "cache"
+    args: FetchArgs | CacheArgs
+
+
+@dataclass(frozen=True)
+class ErrorFrame:
+    type: str
+    message: str
+    traceback: tuple[str, ...] = ()
+
+
+RESULT_STATUSES = ("ok", "error", "memory_limit", "output_limit", "bad_plugin", "crashed")
+
+
+@dataclass(frozen=True)
+class ResultFrame:
+    status: str
+    result: Any = None
+    writes: dict[str, Any] = field(default_factory=dict)
+    deletes: tuple[str, ...] = ()
+    error: ErrorFrame | None = None
+    message: str = ""
+
+    def over_cap(self) -> str | None:
+        """Why an `ok` result cannot be taken as it is, for size (an output_limit)."""
+        if self.status != "ok":
+            return None
+        if json_size(self.result) > limits.MAX_RESULT_BYTES:
+            return f"result larger than {limits.MAX_RESULT_BYTES} bytes"
+        if len(self.writes) + len(self.deletes) > limits.MAX_STORAGE_KEYS_PER_RUN:
+            return f"more than {limits.MAX_STORAGE_KEYS_PER_RUN} storage keys written or deleted"
+        total = 0
+        for key, value in self.writes.items():
+            if len(key.encode("utf-8")) > limits.MAX_STORAGE_KEY_BYTES:
+                return f"storage key longer than {limits.MAX_STORAGE_KEY_BYTES} bytes"
+            size = json_size(value)
+            if size > limits.MAX_STORAGE_VALUE_BYTES:
+                return f"storage value larger than {limits.MAX_STORAGE_VALUE_BYTES} bytes"
+            total += size
+        if total > limits.MAX_STORAGE_WRITE_BYTES:
+            return f"storage writes larger than {limits.MAX_STORAGE_WRITE_BYTES} bytes in all"
+        return None
+
+
+ChildFrame = LogFrame | CallFrame | ResultFrame
+
+
+def _fields(raw: dict[str, Any], what: str, required: set[str], optional: set[str]) -> None:
+    missing = required - raw.keys()
+    if missing:
+        raise ProtocolError(f"{what}: missing field(s) {sorted(missing)}")
+    unknown = raw.keys() - required - optional
+    if unknown:
+        raise ProtocolError(f"{what}: unknown field(s) {sorted(unknown)[:5]!r}"[:300])
+
+
+def _str(raw: dict[str, Any], name: str, what: str) -> str:
+    value = raw[name]
+    if type(value) is not str:
+        raise ProtocolError(f"{what}: field {name!r} must be a string")
+    return value
+
+
+def _number(raw: dict[str, Any], name: str, what: str) -> float:
+    value = raw[name]
+    if type(value) not in (int, float):
+        raise ProtocolError(f"{what}: field {name!r} must be a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ProtocolError(f"{what}: field {name!r} is out of range") from None
+
+
+def _str_dict(value: Any, what: str) -> dict[str, str]:
+    if type(value) is not dict or any(type(v) is not str for v in value.values()):
+        raise ProtocolError(f"{what} must be an object of strings")
+    return value
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if type(value) is not list or any(type(v) is not str for v in value):
+        raise ProtocolError(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def _fetch_args(raw: Any) -> FetchArgs:
+    what = "fetch call"
+    if type(raw) is not dict:
+        raise ProtocolError(f"{what}: args must be an object")
+    _fields(raw, what, {"url"}, {"method", "headers", "body", "timeout_s"})
+    body = raw.get("body")
+    if body is not None and type(body) is not str:
+        raise ProtocolError(f"{what}: field 'body' must be a string or null")
+    return FetchArgs(
+        url=_str(raw, "url", what),
+        method=_str(raw, "method", what) if "method" in raw else "GET",
+        headers=_str_dict(raw.get("headers", {}), f"{what}: field 'headers'"),
+        body=body,
+        timeout_s=(
+            _number(raw, "timeout_s", what)
+            if "timeout_s" in raw
+            else limits.DEFAULT_FETCH_TIMEOUT_S
+        ),
+    )
+
+
+def _cache_args(raw: Any) -> CacheArgs:
+    what = "cache call"
+    if type(raw) is not dict:
+        raise ProtocolError(f"{what}: args must be an object")
+    _fields(raw, what, {"action", "key"}, {"value", "ttl_s"})
+    action = _str(raw, "action", what)
+    if action not in CACHE_ACTIONS:
+        raise ProtocolError(f"{what}: unknown action {action[:40]!r}")
+    value = raw.get("value")
+    if action == "incr":
+        value = raw.get("value", 1)
+        if type(value) is not int:
+            raise ProtocolError(f"{what}: incr takes an integer")
+    elif action != "set" and value is not None:
+        raise ProtocolError(f"{what}: {action} takes no value")
+    return CacheArgs(
+        action=action,
+        key=_str(raw, "key", what),
+        value=value,
+        ttl_s=_number(raw, "ttl_s", what) if "ttl_s" in raw else limits.DEFAULT_CACHE_TTL_S,
+    )
+
+
+def _result(raw: dict[str, Any]) -> ResultFrame:
+    what = "result frame"
+    status = raw.get("status")
+    if type(status) is not str or status not in RESULT_STATUSES:
+        raise ProtocolError(f"{what}: unknown status {str(status)[:40]!r}")
+    if status == "ok":
+        _fields(raw, what, {"t", "status", "result", "writes", "deletes"}, set())
+        writes = raw["writes"]
+        if type(writes) is not dict:
+            raise ProtocolError(f"{what}: field 'writes' must be an object")
+        problem = value_problem(writes, limits.MAX_VALUE_DEPTH + 1, allow_nul=False)
+        if problem:
+            raise ProtocolError(f"{what}: storage writes: {problem}")
+        deletes = _str_list(raw["deletes"], f"{what}: field 'deletes'")
+        problem = value_problem(list(deletes), 1, allow_nul=False)
+        if problem:
+            raise ProtocolError(f"{what}: storage deletes: {problem}")
+        problem = value_problem(raw["result"], limits.MAX_VALUE_DEPTH)
+        if problem:
+            raise ProtocolError(f"{what}: result: {problem}")
+        return ResultFrame(status, result=raw["result"], writes=writes, deletes=deletes)
+    if status == "error":
+        _fields(raw, what, {"t", "status", "error"}, set())
+        error = raw["error"]
+        if type(error) is not dict:
+            raise ProtocolError(f"{what}: field 'error' must be an object")
+        _fields(error, f"{what} error", {"type", "message"}, {"traceback"})
+        traceback = _str_list(error.get("traceback", []), f"{what}: error traceback")
+        return ResultFrame(
+            status,
+            error=ErrorFrame(
+                type=clean_text(_str(error, "type", what)[: limits.MAX_ERROR_TYPE]),
+                message=clean_text(_str(error, "message", what)[: limits.MAX_ERROR_MESSAGE]),
+                traceback=tuple(
+                    clean_text(line[: limits.MAX_TRACEBACK_LINE])
+                    for line in traceback[-limits.MAX_TRACEBACK_LINES :]
+                ),
+            ),
+        )
+    _fields(raw, what, {"t", "status", "message"}, set())
+    return ResultFrame(status, message=clean_text(_str(raw, "message", what)[:1000]))
+
+
+def parse_child_frame(raw: dict[str, Any]) -> ChildFrame:
+    """The typed message of one decoded frame from a child, or a ProtocolError."""
+    t = raw.get("t")
+    if t == "log":
+        _fields(raw, "log frame", {"t", "level", "message"}, set())
+        level = _str(raw, "level", "log frame")
+        if level not in limits.LOG_LEVELS:
+            raise ProtocolError(f"log frame: unknown level {level[:40]!r}")
+        message = _str(raw, "message", "log frame")[: limits.MAX_LOG_LINE]
+        return LogFrame(level, clean_text(message))
+    if t == "call":
+        _fields(raw, "call frame", {"t", "call", "op", "args"}, set())
+        call = raw["call"]
+        if type(call) is not int or not 0 <= call < 2**63:
+            raise ProtocolError("call frame: field 'call' must be a non-negative integer")
+        op = raw["op"]
+        if op == "fetch":
+            return CallFrame(call, op, _fetch_args(raw["args"]))
+        if op == "cache":
+            return CallFrame(call, op, _cache_args(raw["args"]))
+        raise ProtocolError(f"call frame: unknown operation {str(op)[:40]!r}")
+    if t == "result":
+        return _result(raw)
+    raise ProtocolError(f"unknown frame type {str(t)[:40]!r}")

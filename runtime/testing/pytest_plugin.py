@@ -40,6 +40,7 @@ from sandbox import (
     load_plugin,
     resolve_limits,
 )
+from sandbox.protocol import CacheArgs, FetchArgs, FetchResponse
 from sandbox.services import FetchRefused, LocalServices, MemoryCache
 
 __all__ = [
@@ -106,37 +107,29 @@ class FakeHttp:
         self.routes.append(_Route(method.upper(), url, handler))
         return self
 
-    def __call__(self, plugin: Plugin, args: dict[str, Any]) -> dict[str, Any]:
-        url = str(args.get("url", ""))
+    def __call__(self, plugin: Plugin, args: FetchArgs) -> FetchResponse:
+        url = args.url
         host = (urllib.parse.urlsplit(url).hostname or "").lower()
         if host not in plugin.manifest.allowed_hosts:
             raise FetchRefused(
                 f"host {host!r} is not in the plugin's allowed_hosts "
                 f"{list(plugin.manifest.allowed_hosts)}"
             )
-        call = FetchCall(
-            str(args.get("method", "GET")).upper(),
-            url,
-            dict(args.get("headers") or {}),
-            args.get("body"),
-        )
+        call = FetchCall(args.method.upper(), url, dict(args.headers), args.body)
         with self._lock:
             self.calls.append(call)
         for route in self.routes:
             if route.method == call.method and fnmatch.fnmatchcase(url, route.pattern):
                 answer = route.respond(call)
-                return {
-                    "status": int(answer.get("status", 200)),
-                    "body": str(answer.get("body", "")),
-                    "headers": dict(answer.get("headers") or {}),
-                    "url": url,
-                }
-        return {
-            "status": 404,
-            "body": f"no fake response for {call.method} {url}",
-            "headers": {},
-            "url": url,
-        }
+                return FetchResponse(
+                    status=int(answer.get("status", 200)),
+                    body=str(answer.get("body", "")),
+                    headers={str(k): str(v) for k, v in (answer.get("headers") or {}).items()},
+                    url=url,
+                )
+        return FetchResponse(
+            status=404, body=f"no fake response for {call.method} {url}", headers={}, url=url
+        )
 
 
 def _json_dumps(value: Any) -> str:
@@ -149,12 +142,12 @@ class _KitServices:
         self.real = LocalServices(allow_private=allow_private)
         self.memory_cache = MemoryCache()
 
-    def fetch(self, request: RunRequest, args: dict[str, Any]) -> dict[str, Any]:
+    def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
         if self.http is not None:
             return self.http(request.plugin, args)
         return self.real.fetch(request, args)
 
-    def cache(self, request: RunRequest, args: dict[str, Any]) -> Any:
+    def cache(self, request: RunRequest, args: CacheArgs) -> Any:
         return self.memory_cache(request, args)
 
 
