@@ -612,6 +612,9 @@ def _compose(run: _Run) -> Outcome:
     if "bad_plugin" in exit_info:
         out.outcome, out.error = "bad_plugin", _err("PluginCodeError", str(exit_info["bad_plugin"]))
         return out
+    if "failed" in exit_info:
+        out.error = _err("SandboxError", str(exit_info["failed"]))
+        return out
     if "refused" in exit_info:
         out.outcome, out.error = "bad_plugin", _err("SecurityError", str(exit_info["refused"]))
         return out

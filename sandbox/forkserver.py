@@ -98,7 +98,17 @@ class ForkServer:
     def _on_control(self, message: dict[str, Any]) -> None:
         t = message.get("t")
         if t == "run":
-            self._start(message["id"], message["spec"], self.fds.popleft())
+            run_id, channel_fd = message["id"], self.fds.popleft()
+            try:
+                self._start(run_id, message["spec"], channel_fd)
+            except OSError as exc:
+                # No fork (a limit of the host, or descendants of runs holding it): this run
+                # fails, the fork server goes on.
+                try:
+                    os.close(channel_fd)
+                except OSError:
+                    pass
+                self.send({"t": "exit", "id": run_id, "failed": f"could not start the run: {exc}"})
         elif t == "kill":
             run = self.runs.get(message["id"])
             if run is not None:
@@ -159,7 +169,17 @@ class ForkServer:
                     os._exit(70)
             os._exit(0)
         os.close(channel_fd)
-        pidfd = os.pidfd_open(pid)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:  # cannot watch it: it does not run
+            self._killpg(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            self.send({"t": "exit", "id": run_id, "failed": f"could not watch the run: {exc}"})
+            return
         run = ActiveRun(
             run_id=run_id,
             pid=pid,

@@ -1,0 +1,507 @@
+"""Frames from a child are untrusted input. A child that escaped restricted Python (here: the
+test-only unrestricted mode, so it can write any bytes to its run socket) ends *its* run with a
+failure outcome and a reason; the fork server, the sandbox's I/O thread and every other run go
+on. Real fork server, real jailed children."""
+
+from __future__ import annotations
+
+import json
+import struct
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import wait
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import Outcome, Plugin, RunInfo, RunRequest, Sandbox, limits, load_plugin, protocol
+from sandbox.client import _compose, _Run
+from sandbox.manifest import Limits
+from sandbox.protocol import CacheArgs, FetchArgs, FetchResponse, ProtocolError
+from sandbox.services import MemoryCache
+
+LIMITS = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=256)
+
+# Every payload gets `raw(bytes)` and `frame(obj)`: write straight to the run socket.
+PRELUDE = f"""
+import json, os, socket, struct, time
+IN_FLIGHT = {limits.MAX_CALLS_IN_FLIGHT_PER_RUN}
+def raw(meta, data):
+    meta._channel.sock.sendall(data)
+def enc(obj):
+    body = json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
+    return struct.pack(">I", len(body)) + body
+def frame(meta, obj):
+    raw(meta, enc(obj))
+"""
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(allow_unrestricted=True) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Plugin:
+    directory = tmp_path_factory.mktemp("plugin")
+    (directory / "plugin.json").write_text(
+        json.dumps({"name": "framer", "main": "main.py", "allowed_hosts": ["api.test"]})
+    )
+    (directory / "main.py").write_text("def run_every_minute(meta):\n    return 'honest'\n")
+    return load_plugin(directory)
+
+
+def hostile(sb: Sandbox, plugin: Plugin, body: str, **kwargs: Any) -> Outcome:
+    request = RunRequest(
+        plugin=plugin,
+        task="run_every_minute",
+        limits=LIMITS,
+        unrestricted_source=PRELUDE + textwrap.dedent(body),
+        **kwargs,
+    )
+    return sb.run(request)
+
+
+def assert_next_run_ok(sb: Sandbox, plugin: Plugin, fork_server: int | None) -> None:
+    outcome = sb.run(RunRequest(plugin=plugin, task="run_every_minute", limits=LIMITS))
+    assert outcome.outcome == "ok" and outcome.result == "honest", outcome
+    assert sb.fork_server_pid == fork_server
+
+
+MALFORMED = {
+    "not-json": 'frame(meta, b"{nope")',
+    "invalid-utf8": 'frame(meta, b"\\xff\\xfe")',
+    "not-an-object": "frame(meta, [1, 2])",
+    "deep-json": 'frame(meta, b"[" * 50000 + b"]" * 50000)',
+    "nan": 'frame(meta, b\'{"t": "result", "status": "ok", "result": NaN, "writes": {}, "deletes": []}\')',
+    "huge-float": 'frame(meta, b\'{"t": "result", "status": "ok", "result": 1e999, "writes": {}, "deletes": []}\')',
+    "5000-digit-int": 'frame(meta, b\'{"t": "result", "status": "ok", "result": \' + b"9" * 5000 + b\', "writes": {}, "deletes": []}\')',
+    "unknown-type": 'frame(meta, {"t": "pwn"})',
+    "missing-t": 'frame(meta, {"level": "info"})',
+    "log-level-int": 'frame(meta, {"t": "log", "level": 1, "message": "x"})',
+    "log-level-unknown": 'frame(meta, {"t": "log", "level": "critical!", "message": "x"})',
+    "log-message-list": 'frame(meta, {"t": "log", "level": "info", "message": ["x"]})',
+    "log-extra-field": 'frame(meta, {"t": "log", "level": "info", "message": "x", "y": 1})',
+    "call-unknown-op": 'frame(meta, {"t": "call", "call": 1, "op": "exec", "args": {}})',
+    "call-id-string": 'frame(meta, {"t": "call", "call": "1", "op": "cache", "args": {"action": "get", "key": "k"}})',
+    "call-args-list": 'frame(meta, {"t": "call", "call": 1, "op": "fetch", "args": []})',
+    "fetch-url-int": 'frame(meta, {"t": "call", "call": 1, "op": "fetch", "args": {"url": 5}})',
+    "fetch-headers-int-values": 'frame(meta, {"t": "call", "call": 1, "op": "fetch", "args": {"url": "https://api.test/", "headers": {"a": 1}}})',
+    "fetch-timeout-string": 'frame(meta, {"t": "call", "call": 1, "op": "fetch", "args": {"url": "https://api.test/", "timeout_s": "9"}})',
+    "cache-unknown-action": 'frame(meta, {"t": "call", "call": 1, "op": "cache", "args": {"action": "flush", "key": "k"}})',
+    "cache-incr-float": 'frame(meta, {"t": "call", "call": 1, "op": "cache", "args": {"action": "incr", "key": "k", "value": 1.5}})',
+    "result-unknown-status": 'frame(meta, {"t": "result", "status": "great"})',
+    "result-writes-list": 'frame(meta, {"t": "result", "status": "ok", "result": 1, "writes": [], "deletes": []})',
+    "result-deletes-ints": 'frame(meta, {"t": "result", "status": "ok", "result": 1, "writes": {}, "deletes": [1]})',
+    "result-nul-in-storage": 'frame(meta, {"t": "result", "status": "ok", "result": 1, "writes": {"k": "a\\u0000b"}, "deletes": []})',
+    "result-surrogate-in-result": 'frame(meta, b\'{"t": "result", "status": "ok", "result": "\\\\ud800", "writes": {}, "deletes": []}\')',
+    "result-error-not-object": 'frame(meta, {"t": "result", "status": "error", "error": "boom"})',
+    "result-traceback-ints": 'frame(meta, {"t": "result", "status": "error", "error": {"type": "E", "message": "m", "traceback": [1]}})',
+    "frame-after-result": 'frame(meta, {"t": "result", "status": "ok", "result": 1, "writes": {}, "deletes": []}); frame(meta, {"t": "log", "level": "info", "message": "late"})',
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_a_malformed_frame_ends_that_run_as_crashed(
+    sandbox: Sandbox, plugin: Plugin, name: str
+) -> None:
+    fork_server = sandbox.fork_server_pid
+    outcome = hostile(
+        sandbox,
+        plugin,
+        f"""
+        def run_every_minute(meta):
+            {MALFORMED[name]}
+            time.sleep(5)
+            return "should not count"
+        """,
+    )
+    assert outcome.outcome == "crashed", outcome
+    assert outcome.error is not None and outcome.error.type == "ProtocolError", outcome.error
+    assert "malformed frame" in outcome.error.message
+    assert outcome.duration_ms < 4000, "the parent must kill the run, not wait for it"
+    assert outcome.result is None and not outcome.storage_writes
+    assert_next_run_ok(sandbox, plugin, fork_server)
+
+
+SIZE = {
+    "declared-2GiB": 'raw(meta, struct.pack(">I", 2 ** 31) + b"{" * 1024)',
+    "declared-just-over": f'raw(meta, struct.pack(">I", {limits.MAX_CHILD_FRAME_BYTES + 1}))',
+    "result-over-cap": f'frame(meta, {{"t": "result", "status": "ok", "result": "x" * {limits.MAX_RESULT_BYTES}, "writes": {{}}, "deletes": []}})',
+    "storage-value-over-cap": f'frame(meta, {{"t": "result", "status": "ok", "result": 1, "writes": {{"k": "x" * {limits.MAX_STORAGE_VALUE_BYTES}}}, "deletes": []}})',
+    "storage-keys-over-cap": f'frame(meta, {{"t": "result", "status": "ok", "result": 1, "writes": {{}}, "deletes": [str(i) for i in range({limits.MAX_STORAGE_KEYS_PER_RUN + 1})]}})',
+    "log-lines-bypassing-the-child-count": f'[frame(meta, {{"t": "log", "level": "info", "message": "x"}}) for _ in range({limits.MAX_LOG_LINES + 5})]',
+    "log-bytes": f'[frame(meta, {{"t": "log", "level": "info", "message": "x" * {limits.MAX_LOG_LINE}}}) for _ in range({limits.MAX_LOG_BYTES // limits.MAX_LOG_LINE + 2})]',
+    "child-resets-its-own-counter": f"""
+    for _ in range({limits.MAX_LOG_LINES + 5}):
+                meta._channel.log_lines = 0
+                meta.logger.info("again")""".strip(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIZE))
+def test_sizes_are_capped_by_the_parent(sandbox: Sandbox, plugin: Plugin, name: str) -> None:
+    fork_server = sandbox.fork_server_pid
+    outcome = hostile(
+        sandbox,
+        plugin,
+        f"""
+        def run_every_minute(meta):
+            {SIZE[name]}
+            time.sleep(5)
+            return "should not count"
+        """,
+    )
+    assert outcome.outcome == "output_limit", outcome
+    assert outcome.error is not None and outcome.error.type == "OutputLimit"
+    assert len(outcome.logs) <= limits.MAX_LOG_LINES
+    assert sum(len(line.message.encode()) for line in outcome.logs) <= limits.MAX_LOG_BYTES
+    assert outcome.result is None
+    assert_next_run_ok(sandbox, plugin, fork_server)
+
+
+def test_text_is_cleaned_and_cut_not_trusted(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Lone surrogates in a log line or an error become U+FFFD; an over-long line or error is
+    cut: what the sandbox hands over can always be encoded and stored."""
+    outcome = hostile(
+        sandbox,
+        plugin,
+        """
+        def run_every_minute(meta):
+            frame(meta, b'{"t": "log", "level": "info", "message": "a\\\\ud800b"}')
+            frame(meta, {"t": "log", "level": "info", "message": "y" * 100000})
+            frame(meta, {"t": "result", "status": "error", "error": {
+                "type": "E" * 10000, "message": "m" * 100000, "traceback": ["t" * 5000] * 500}})
+            os._exit(0)  # its own result frame would come after this one
+        """,
+    )
+    assert outcome.outcome == "error", outcome
+    assert outcome.logs[0].message == "a\ufffdb"
+    assert len(outcome.logs[1].message) == limits.MAX_LOG_LINE
+    assert outcome.error is not None
+    assert len(outcome.error.type) <= limits.MAX_ERROR_TYPE
+    assert len(outcome.error.message) <= limits.MAX_ERROR_MESSAGE
+    assert len(outcome.error.traceback) <= limits.MAX_TRACEBACK_LINES
+    assert all(len(line) <= limits.MAX_TRACEBACK_LINE for line in outcome.error.traceback)
+    json.dumps(outcome.to_json(), allow_nan=False).encode("utf-8")
+
+
+def test_an_honest_plugin_meets_the_same_caps_with_clear_errors(
+    sandbox: Sandbox, plugin: Plugin
+) -> None:
+    """The child's own checks say the same as the parent's, early and at the line."""
+    outcome = hostile(
+        sandbox,
+        plugin,
+        """
+        def run_every_minute(meta):
+            out = {}
+            for name, fn in {
+                "nan-result-storage": lambda: meta.storage.set("k", float("nan")),
+                "surrogate-storage": lambda: meta.storage.set("k", "\\ud800"),
+                "deep-storage": lambda: meta.storage.set("k", eval("[" * 150 + "]" * 150)),
+                "nul-key": lambda: meta.storage.set("a\\x00", 1),
+                "long-key": lambda: meta.storage.set("k" * 5000, 1),
+                "big-cache": lambda: meta.cache.set("k", "x" * 100000),
+            }.items():
+                try:
+                    fn()
+                    out[name] = "accepted"
+                except (TypeError, ValueError) as exc:
+                    out[name] = "refused " + str(exc)
+            return out
+        """,
+    )
+    assert outcome.outcome == "ok", outcome
+    assert all(v.startswith("refused") for v in outcome.result.values()), outcome.result
+    assert "nested deeper" in outcome.result["deep-storage"]
+    for result, expected in [
+        ("[float('nan')]", "error"),
+        ("eval('[' * 10000 + ']' * 10000)", "error"),
+        ("'\\ud800'", "error"),
+        (f"'x' * {limits.MAX_RESULT_BYTES}", "output_limit"),
+    ]:
+        ended = hostile(sandbox, plugin, f"def run_every_minute(meta):\n    return {result}\n")
+        assert ended.outcome == expected, (result, ended)
+
+
+def test_a_child_that_does_not_read_its_replies_holds_no_worker_past_its_run(
+    plugin: Plugin,
+) -> None:
+    """Replies larger than a socket buffer to a child that never reads them: the run times out,
+    the workers sending them are released, and the next run's calls are served."""
+
+    class BigAnswers:
+        def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
+            return FetchResponse(status=200, headers={}, body="x" * 2_000_000, url=args.url)
+
+        def cache(self, request: RunRequest, args: CacheArgs) -> Any:
+            return None
+
+    with Sandbox(
+        allow_unrestricted=True, services=BigAnswers(), fetch_workers=2, meta_workers=1
+    ) as sb:
+        fork_server = sb.fork_server_pid
+        body = f"""
+        def run_every_minute(meta):
+            for i in range({limits.MAX_CALLS_IN_FLIGHT_PER_RUN}):
+                frame(meta, {{"t": "call", "call": i, "op": "fetch", "args": {{"url": "https://api.test/"}}}})
+            time.sleep(60)
+        """
+        request = RunRequest(
+            plugin=plugin,
+            task="run_every_minute",
+            limits=Limits(timeout_s=2.0, cpu_s=2.0, memory_mb=256),
+            unrestricted_source=PRELUDE + textwrap.dedent(body),
+        )
+        assert sb.run(request).outcome == "timeout"
+        honest = RunRequest(
+            plugin=plugin,
+            task="run_every_minute",
+            limits=LIMITS,
+            unrestricted_source="def run_every_minute(meta):\n"
+            "    return len(meta.fetch('https://api.test/').text)\n",
+        )
+        started = time.monotonic()
+        outcome = sb.run(honest)
+        assert outcome.outcome == "ok" and outcome.result == 2_000_000, outcome
+        assert time.monotonic() - started < 5
+        assert sb.fork_server_pid == fork_server
+
+
+def test_one_configs_slow_fetches_do_not_hold_the_others(plugin: Plugin) -> None:
+    """Config A pipelines slow fetches from several runs; config B's fetch is served at once,
+    because A never has more than its bound of workers."""
+    release = threading.Event()
+
+    class Slow:
+        def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
+            if request.run.config_id == "A":
+                release.wait(20)
+            return FetchResponse(status=200, headers={}, body="", url=args.url)
+
+        def cache(self, request: RunRequest, args: CacheArgs) -> Any:
+            return None
+
+    with Sandbox(
+        allow_unrestricted=True, services=Slow(), fetch_workers=4, max_fetches_per_config=2
+    ) as sb:
+        flood = f"""
+        def run_every_minute(meta):
+            for i in range({limits.MAX_CALLS_IN_FLIGHT_PER_RUN}):
+                frame(meta, {{"t": "call", "call": i, "op": "fetch", "args": {{"url": "https://api.test/"}}}})
+            time.sleep(4)
+        """
+
+        def request(config_id: str, source: str) -> RunRequest:
+            return RunRequest(
+                plugin=plugin,
+                task="run_every_minute",
+                limits=LIMITS,
+                run=RunInfo(config_id=config_id),
+                unrestricted_source=PRELUDE + textwrap.dedent(source),
+            )
+
+        floods = [sb.submit(request("A", flood)) for _ in range(3)]
+        time.sleep(1.0)  # A's fetches are queued and in flight
+        started = time.monotonic()
+        outcome = sb.run(
+            request(
+                "B",
+                "def run_every_minute(meta):\n    return meta.fetch('https://api.test/').status\n",
+            )
+        )
+        elapsed = time.monotonic() - started
+        release.set()
+        wait(floods, timeout=30)
+        assert outcome.outcome == "ok" and outcome.result == 200, outcome
+        assert elapsed < 3, f"B waited {elapsed:.1f}s behind A's fetches"
+
+
+def test_calls_in_flight_per_run_are_bounded(plugin: Plugin) -> None:
+    """Calls the parent has not answered yet are work the child queued on it: past the bound,
+    the run ends (an honest child, whose calls are synchronous, has one)."""
+    release = threading.Event()
+
+    class Stuck:
+        def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
+            release.wait(20)
+            return FetchResponse(status=200, headers={}, body="", url=args.url)
+
+        def cache(self, request: RunRequest, args: CacheArgs) -> Any:
+            return None
+
+    with Sandbox(allow_unrestricted=True, services=Stuck()) as sb:
+        fork_server = sb.fork_server_pid
+        body = """
+        def run_every_minute(meta):
+            for i in range(IN_FLIGHT + 1):
+                frame(meta, {"t": "call", "call": i, "op": "fetch", "args": {"url": "https://api.test/"}})
+            time.sleep(5)
+        """
+        outcome = hostile(sb, plugin, body)
+        release.set()
+        assert outcome.outcome == "crashed", outcome
+        assert outcome.error is not None and "in flight" in outcome.error.message
+        assert_next_run_ok(sb, plugin, fork_server)
+
+
+def test_an_unnamed_signal_is_reported_not_raised() -> None:
+    """A child dead by a real-time signal (no name in `signal.Signals`) still composes."""
+    run = _Run(1, None, None, None, None, 1.0)  # type: ignore[arg-type]
+    run.exit = {"t": "exit", "id": 1, "status": 40, "killed_for": None}
+    outcome = _compose(run)
+    assert outcome.outcome == "crashed" and outcome.signal == 40
+    assert outcome.error is not None and "signal 40" in outcome.error.message
+
+
+# -- unit: the frame decoder and the schema ----------------------------------------------------
+
+
+def encoded(obj: Any) -> bytes:
+    return protocol.encode(obj)
+
+
+def test_decoder_limits() -> None:
+    reader = protocol.FrameReader(max_frame=100)
+    with pytest.raises(protocol.FrameTooLarge):
+        reader.feed(struct.pack(">I", 101))
+    deep = b"[" * 10_000 + b"]" * 10_000
+    for body in [deep, b"NaN", b'{"a": Infinity}', b'{"a": 1e400}', b"\xff", b"9" * 5000, b"[]"]:
+        with pytest.raises(ProtocolError):
+            protocol.decode(body)
+    nested = json.dumps({"t": "x", "v": eval("[" * 200 + "]" * 200)}).encode()
+    with pytest.raises(ProtocolError, match="nested deeper"):
+        protocol.decode(nested)
+    # Split anywhere, frames come out whole and in order.
+    data = encoded({"t": "log", "level": "info", "message": "a"}) * 3
+    reader = protocol.FrameReader()
+    frames = [f for i in range(len(data)) for f in reader.feed(data[i : i + 1])]
+    assert len(frames) == 3 and reader.pending == 0
+
+
+def test_schema_types_every_field() -> None:
+    ok = protocol.parse_child_frame(
+        {"t": "call", "call": 3, "op": "fetch", "args": {"url": "https://x/", "headers": {}}}
+    )
+    assert isinstance(ok, protocol.CallFrame) and isinstance(ok.args, FetchArgs)
+    assert ok.args.method == "GET" and ok.args.timeout_s == limits.DEFAULT_FETCH_TIMEOUT_S
+    for bad in [
+        {"t": "call", "call": True, "op": "cache", "args": {"action": "get", "key": "k"}},
+        {"t": "call", "call": -1, "op": "cache", "args": {"action": "get", "key": "k"}},
+        {"t": "call", "call": 1, "op": "cache", "args": {"action": "get", "key": 1}},
+        {"t": "call", "call": 1, "op": "cache", "args": {"action": "get", "key": "k", "value": 1}},
+        {"t": "call", "call": 1, "op": "fetch", "args": {"url": "u", "body": 1}},
+        {"t": "call", "call": 1, "op": "fetch", "args": {"url": "u", "timeout_s": True}},
+        {"t": "result", "status": "ok", "result": 1, "writes": {}},
+        {"t": "result", "status": "output_limit", "message": 5},
+    ]:
+        with pytest.raises(ProtocolError):
+            protocol.parse_child_frame(bad)
+
+
+def test_fetch_and_cache_arguments_are_capped() -> None:
+    assert FetchArgs(url="https://x/" + "a" * limits.MAX_URL_CHARS).over_cap()
+    assert FetchArgs(url="https://x/ a").over_cap()
+    assert FetchArgs(url="https://x/", method="GET\r\nX").over_cap()
+    assert FetchArgs(url="https://x/", headers={"a\nb": "v"}).over_cap()
+    assert FetchArgs(url="https://x/", headers={"a": "v\r\nInjected: 1"}).over_cap()
+    many = {f"h{i}": "v" for i in range(limits.MAX_FETCH_HEADERS + 1)}
+    assert FetchArgs(url="https://x/", headers=many).over_cap()
+    assert FetchArgs(
+        url="https://x/", headers={"a": "v" * limits.MAX_FETCH_HEADER_BYTES}
+    ).over_cap()
+    assert FetchArgs(url="https://x/", body="b" * (limits.MAX_FETCH_BODY_BYTES + 1)).over_cap()
+    assert FetchArgs(url="https://x/", body="\ud800").over_cap()
+    assert FetchArgs(url="https://x/", timeout_s=float("inf")).over_cap()
+    assert (
+        FetchArgs(url="https://x/", method="POST", headers={"A": "b"}, body="{}").over_cap() is None
+    )
+    assert CacheArgs("set", "k" * (limits.MAX_CACHE_KEY_BYTES + 1)).over_cap()
+    assert CacheArgs("set", "k", "v" * limits.MAX_CACHE_VALUE_BYTES).over_cap()
+    assert CacheArgs("incr", "k", 2**64).over_cap()
+    assert CacheArgs("set", "k", {"a": [1, 2]}).over_cap() is None
+
+
+# -- unit: the cache's caps and eviction -------------------------------------------------------
+
+
+def _request(config_id: Any, plugin: Plugin) -> RunRequest:
+    return RunRequest(plugin=plugin, task="t", run=RunInfo(config_id=config_id))
+
+
+def test_cache_evicts_per_config_and_per_node(plugin: Plugin) -> None:
+    now = [0.0]
+    cache = MemoryCache(
+        max_entries_per_config=3,
+        max_bytes_per_config=10_000,
+        max_bytes=20_000,
+        clock=lambda: now[0],
+    )
+    a, b = _request("A", plugin), _request("B", plugin)
+    for i in range(5):
+        cache(a, CacheArgs("set", f"k{i}", i))
+    assert [cache(a, CacheArgs("get", f"k{i}")) for i in range(5)] == [None, None, 2, 3, 4]
+    # bytes per config: A's big values push out A's own oldest entries, never B's
+    cache(b, CacheArgs("set", "keep", "b"))
+    for i in range(3):
+        cache(a, CacheArgs("set", f"big{i}", "x" * 4000))
+    assert cache.scope_bytes("A") <= 10_000
+    assert cache(b, CacheArgs("get", "keep")) == "b"
+    # bytes per node: the least recently used entry of the node goes
+    for config in "CDEF":
+        cache(_request(config, plugin), CacheArgs("set", "v", "x" * 6000))
+    assert cache.bytes <= 20_000
+    assert cache(_request("F", plugin), CacheArgs("get", "v")) == "x" * 6000
+    # TTL, incr range
+    cache(b, CacheArgs("set", "short", 1, ttl_s=5))
+    now[0] = 6.0
+    assert cache(b, CacheArgs("get", "short")) is None
+    cache(b, CacheArgs("incr", "n", limits.MAX_CACHE_INT))
+    with pytest.raises(ValueError, match="64-bit"):
+        cache(b, CacheArgs("incr", "n", 1))
+
+
+def test_outcome_of_a_flooding_child_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Many fetch calls: the outcome lists at most MAX_RECORDED_FETCHES, bodies cut."""
+    outcome = hostile(
+        sandbox,
+        plugin,
+        f"""
+        def run_every_minute(meta):
+            for i in range({limits.MAX_RECORDED_FETCHES + 20}):
+                try:
+                    meta.fetch("https://not-allowed.test/", body="b" * 5000)
+                except Exception:
+                    pass
+            return "done"
+        """,
+    )
+    assert outcome.outcome == "ok", outcome
+    assert len(outcome.fetch_calls) == limits.MAX_RECORDED_FETCHES
+    assert all(len(call["body"]) <= 1025 for call in outcome.fetch_calls)
+
+
+def human(n: int) -> str:
+    if n >= limits.MIB and n % limits.MIB == 0:
+        return f"{n // limits.MIB} MiB"
+    if n >= limits.KIB and n % limits.KIB == 0:
+        return f"{n // limits.KIB} KiB"
+    return f"{n:,}"
+
+
+def test_the_documented_caps_are_the_enforced_ones() -> None:
+    """docs/plugins.md states each cap, next to its name in sandbox/limits.py, with the number
+    that name holds: change one without the other and this fails."""
+    lines = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text().splitlines()
+    names = [n for n in dir(limits) if n.startswith("MAX_") and n != "MAX_FRAME_DEPTH"]
+    for name in names:
+        rows = [line for line in lines if f"`{name}`" in line]
+        assert rows, f"docs/plugins.md does not state {name}"
+        value = getattr(limits, name)
+        shown = human(value) if isinstance(value, int) else f"{value:g} s"
+        assert shown in rows[0], f"docs/plugins.md shows {name} as {rows[0]!r}, enforced: {shown}"
