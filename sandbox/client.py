@@ -371,6 +371,8 @@ class Sandbox:
         except OSError:
             data = b""
         if not data:
+            if run.reader.pending and run.violation is None:
+                self._end_run(run, CRASHED, "malformed frame from the child: it hung up mid-frame")
             self._close_run_socket(run, selector)
             return
         if run.violation is not None:

@@ -101,6 +101,7 @@ MALFORMED = {
     "result-surrogate-in-result": 'frame(meta, b\'{"t": "result", "status": "ok", "result": "\\\\ud800", "writes": {}, "deletes": []}\')',
     "result-error-not-object": 'frame(meta, {"t": "result", "status": "error", "error": "boom"})',
     "result-traceback-ints": 'frame(meta, {"t": "result", "status": "error", "error": {"type": "E", "message": "m", "traceback": [1]}})',
+    "truncated-after-result": 'frame(meta, {"t": "result", "status": "ok", "result": 1, "writes": {}, "deletes": []}); raw(meta, b"\\x00\\x00"); os._exit(0)',
     "frame-after-result": 'frame(meta, {"t": "result", "status": "ok", "result": 1, "writes": {}, "deletes": []}); frame(meta, {"t": "log", "level": "info", "message": "late"})',
 }
 
