@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +62,7 @@ class _Run:
     services: MetaServices
     sock: socket.socket
     cpu_s: float
+    deadline: float = float("inf")  # time.monotonic() past which the run is killed
     reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     logs: list[LogLine] = field(default_factory=list)
@@ -257,6 +258,7 @@ class Sandbox:
         ours, theirs = socket.socketpair()
         ours.settimeout(SEND_TIMEOUT_S)
         run = _Run(0, future, request, services or self.services, ours, limits["cpu_s"])
+        run.deadline = time.monotonic() + limits["timeout_s"]
         try:
             with self._lock:
                 self._seq += 1
@@ -535,7 +537,12 @@ class Sandbox:
             if problem:
                 reply["error"] = problem
             elif isinstance(frame.args, FetchArgs):
-                reply["value"] = run.services.fetch(run.request, frame.args).to_json()
+                # A fetch does not outlive its run: its deadline is at most the run's.
+                left = run.deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the run's time is up")
+                args = replace(frame.args, timeout_s=min(frame.args.timeout_s, left))
+                reply["value"] = run.services.fetch(run.request, args).to_json()
             else:
                 reply["value"] = run.services.cache(run.request, frame.args)
             try:

@@ -323,6 +323,32 @@ def test_one_configs_slow_fetches_do_not_hold_the_others(plugin: Plugin) -> None
         assert elapsed < 3, f"B waited {elapsed:.1f}s behind A's fetches"
 
 
+def test_a_fetch_does_not_outlive_its_run(plugin: Plugin) -> None:
+    """A fetch asked for 30 s in a run with 2 s left gets at most those 2 s."""
+    given: list[float] = []
+
+    class Recording:
+        def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
+            given.append(args.timeout_s)
+            return FetchResponse(status=204, headers={}, body="", url=args.url)
+
+        def cache(self, request: RunRequest, args: CacheArgs) -> Any:
+            return None
+
+    with Sandbox(allow_unrestricted=True, services=Recording()) as sb:
+        outcome = sb.run(
+            RunRequest(
+                plugin=plugin,
+                task="run_every_minute",
+                limits=Limits(timeout_s=2.0, cpu_s=2.0, memory_mb=256),
+                unrestricted_source="def run_every_minute(meta):\n"
+                "    return meta.fetch('https://api.test/', timeout_s=30).status\n",
+            )
+        )
+    assert outcome.outcome == "ok" and outcome.result == 204, outcome
+    assert len(given) == 1 and 0 < given[0] <= 2.0
+
+
 def test_calls_in_flight_per_run_are_bounded(plugin: Plugin) -> None:
     """Calls the parent has not answered yet are work the child queued on it: past the bound,
     the run ends (an honest child, whose calls are synchronous, has one)."""
