@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench all --quick
 
 soak: $(STAMP)
-	PLUGIN_RUNTIME_FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest tests/test_boundary_fuzz.py -q -p no:cacheprovider
+	PLUGIN_RUNTIME_FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest tests/integration/test_boundary_fuzz.py -q -p no:cacheprovider
 	$(BIN)/python -m runtime chaos --nodes 3 --configs 200 --duration 600 --time-scale 600 --kill-every 30 --db-outage 20
 
 clean:
