@@ -279,6 +279,8 @@ class Sandbox:
         except OSError as exc:
             with self._lock:
                 self._runs.pop(run.run_id, None)
+                if run in self._new:
+                    self._new.remove(run)
             ours.close()
             future.set_result(_failed(CRASHED, "SandboxError", f"fork server unreachable: {exc}"))
             return future
@@ -310,7 +312,10 @@ class Sandbox:
             with self._lock:
                 new, self._new = self._new, []
             for run in new:
-                selector.register(run.sock, selectors.EVENT_READ, run)
+                try:
+                    selector.register(run.sock, selectors.EVENT_READ, run)
+                except (ValueError, OSError):  # closed already: submit() gave up on it
+                    run.closed = True
             timeout = self._grace_timeout()
             for key, _ in selector.select(timeout):
                 if key.data == "wake":
