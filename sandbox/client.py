@@ -279,8 +279,7 @@ class Sandbox:
         except OSError as exc:
             with self._lock:
                 self._runs.pop(run.run_id, None)
-                if run in self._new:
-                    self._new.remove(run)
+                self._new = [r for r in self._new if r is not run]
             ours.close()
             future.set_result(_failed(CRASHED, "SandboxError", f"fork server unreachable: {exc}"))
             return future
