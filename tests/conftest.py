@@ -9,6 +9,8 @@
 - `db`: an open autocommit connection (rows as dicts) to `database_url`.
 - `cli_runner`: runs `python -m runtime ARGS... --database-url URL` in a subprocess.
 - `test_plugins_dir`: tests/plugins (small plugins made for the tests, e.g. `tiny`).
+- `sandbox`: a started, plain `Sandbox()` (default services, unrestricted runs refused), one per
+  test module; `start_sandbox(**options)` starts one with other options, closed at module end.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from psycopg.conninfo import make_conninfo
 
 from runtime.db import ENV_DATABASE_URL, connect, embedded_database_url
 from runtime.migrate import migrate
+from sandbox import Sandbox
 
 TEST_DATABASE_ENV = "PLUGIN_RUNTIME_TEST_DATABASE_URL"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -125,6 +128,29 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 def test_plugins_dir() -> Path:
     return TEST_PLUGINS_DIR
+
+
+@pytest.fixture(scope="module")
+def start_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """Starts `Sandbox(**options)` (a real fork server); every one is closed at module end."""
+    started: list[Sandbox] = []
+
+    def start(**options: Any) -> Sandbox:
+        sb = Sandbox(**options)
+        started.append(sb)
+        return sb.start()
+
+    try:
+        yield start
+    finally:
+        for sb in reversed(started):
+            sb.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """A plain sandbox shared by the module's tests (a module may override it with options)."""
+    return start_sandbox()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import socket
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,9 @@ def sys_call(fn, *args):
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+def sandbox(
+    tmp_path_factory: pytest.TempPathFactory, start_sandbox: Callable[..., Sandbox]
+) -> Iterator[Sandbox]:
     """One sandbox for the module, started while the test process holds secrets in its
     environment and an open file, so a leak of either would show."""
     secret_file = tmp_path_factory.mktemp("secrets") / "secret.txt"
@@ -68,8 +70,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         for key, value in SECRET_ENV.items():
             mp.setenv(key, value)
         assert held.fileno() > 2
-        with Sandbox(allow_unrestricted=True) as sb:
-            yield sb
+        yield start_sandbox(allow_unrestricted=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from sandbox import Outcome, RunRequest, Sandbox, load_plugin
 from sandbox.manifest import Limits
 
 LIMITS = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=256)
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox() as sb:  # plain: unrestricted runs are refused
-        yield sb
 
 
 def run_plugin(sb: Sandbox, directory: Path, source: str, **manifest: object) -> Outcome:

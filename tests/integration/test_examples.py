@@ -3,7 +3,7 @@ say; the importer pages through a real local HTTP API over repeated runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,13 @@ from runtime.store import validate_settings
 from sandbox import Outcome, Plugin, RunInfo, RunRequest, Sandbox, load_plugin, resolve_limits
 from sandbox.services import LocalServices
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(services=LocalServices(allow_private=True)) as sb:
-        yield sb
+def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """The importer's tests call a local HTTP API on 127.0.0.1."""
+    return start_sandbox(services=LocalServices(allow_private=True))
 
 
 def run(

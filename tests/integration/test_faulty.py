@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pytest
 from sandbox import Outcome, RunRequest, Sandbox, load_plugin, resolve_limits
 from sandbox.jail import UID_BASE
 
-FAULTY = Path(__file__).resolve().parent.parent / "examples" / "faulty"
+FAULTY = Path(__file__).resolve().parents[2] / "examples" / "faulty"
 EXAMPLES = FAULTY.parent
 GRACE_S = 1.0  # beyond the limit that should stop the run
 QUICK_S = 2.0  # runs stopped by a guard, not a clock limit
@@ -83,12 +83,6 @@ EXPECTED: dict[str, Expected] = {
     ),
     "import_hang": Expected("timeout", "timeout_s", _error_type("Timeout")),
 }
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox() as sb:
-        yield sb
 
 
 @dataclass

@@ -16,7 +16,7 @@ def _plugin(tmp_path: Path, source: str) -> Path:
     return tmp_path
 
 
-def test_datetime_strptime_works_in_a_plugin(tmp_path: Path) -> None:
+def test_datetime_strptime_works_in_a_plugin(tmp_path: Path, sandbox: Sandbox) -> None:
     # datetime's C code imports _strptime lazily through the plugin's guarded __import__.
     plugin = load_plugin(
         _plugin(
@@ -28,8 +28,7 @@ def test_datetime_strptime_works_in_a_plugin(tmp_path: Path) -> None:
             ),
         )
     )
-    with Sandbox() as sandbox:
-        outcome = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute"))
+    outcome = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute"))
     assert outcome.outcome == "ok", outcome.error
     assert outcome.result == "2026-01-02T00:00:00"
 

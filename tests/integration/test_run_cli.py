@@ -16,7 +16,7 @@ from items_api import items_api
 
 from sandbox import OUTCOMES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 SECRET = "sk-live-DO-NOT-PRINT-4242"
 

@@ -11,7 +11,7 @@ import psutil
 
 from sandbox import Limits, RunRequest, Sandbox, load_plugin
 
-FAULTY = Path(__file__).resolve().parents[1] / "examples" / "faulty"
+FAULTY = Path(__file__).resolve().parents[2] / "examples" / "faulty"
 
 
 def test_runs_die_with_a_killed_fork_server() -> None:
@@ -41,7 +41,7 @@ def test_runs_die_with_a_killed_fork_server() -> None:
         outcome = future.result(timeout=10)
         assert outcome.outcome == "crashed"
         # The next run starts a new fork server.
-        healthy = load_plugin(Path(__file__).resolve().parents[1] / "examples" / "minute_counter")
+        healthy = load_plugin(Path(__file__).resolve().parents[2] / "examples" / "minute_counter")
         assert sandbox.run(RunRequest(plugin=healthy, task="run_every_minute")).outcome == "ok"
     finally:
         sandbox.close()

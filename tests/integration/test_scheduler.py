@@ -16,7 +16,7 @@ import pytest
 
 from runtime.testing.fleet import Fleet
 
-PLUGINS = Path(__file__).parent / "plugins"
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 T0 = datetime(2026, 3, 2, 5, 30, tzinfo=UTC)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from runtime.testing.pytest_plugin import FakeHttp, PluginRunner, assert_ok, assert_outcome
 
-FAULTY = Path(__file__).resolve().parents[1] / "examples" / "faulty"
+FAULTY = Path(__file__).resolve().parents[2] / "examples" / "faulty"
 
 
 def test_assert_ok_fails_with_the_error_and_traceback(plugin_runner: PluginRunner) -> None:
