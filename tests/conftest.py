@@ -1,14 +1,17 @@
 """Shared fixtures: a real PostgreSQL per test, and the real command line.
 
 - `postgres_server_url`: the server the tests use — $PLUGIN_RUNTIME_TEST_DATABASE_URL when set
-  (CI: postgresql://postgres@127.0.0.1:5432/postgres), else an embedded server (pgserver) with
-  its data in the temp directory, started on first use.
+  (CI: postgresql://postgres@127.0.0.1:5432/postgres), else a private server of this run's own
+  (runtime.testing.postgres.PrivateServer: embedded pgserver binaries, data and socket in a fresh
+  temp directory), started on first use and stopped and deleted at the end of the session.
 - `database_url`: a fresh, migrated database of its own for each test, copied from a template
   migrated once per session (CREATE DATABASE ... TEMPLATE is fast), dropped afterwards.
 - `empty_database_url`: a fresh database with no schema at all (for migration tests).
 - `db`: an open autocommit connection (rows as dicts) to `database_url`.
 - `cli_runner`: runs `python -m runtime ARGS... --database-url URL` in a subprocess.
 - `test_plugins_dir`: tests/plugins (small plugins made for the tests, e.g. `tiny`).
+- At the end of the session nothing it started may still run (tests/leftovers.py): a leftover
+  process fails the session and is killed.
 - `sandbox`: a started, plain `Sandbox()` (default services, unrestricted runs refused), one per
   test module; `start_sandbox(**options)` starts one with other options, closed at module end.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,63 +28,84 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from leftovers import MARK_ENV, find_leftovers, fork_servers, kill
 
-from runtime.db import ENV_DATABASE_URL, connect, embedded_database_url
+from runtime.db import ENV_DATABASE_URL, connect
 from runtime.migrate import migrate
+from runtime.testing.postgres import (
+    PrivateServer,
+    create_database,
+    drop_database,
+    url_with_database,
+)
 from sandbox import Sandbox
+
+_FORK_SERVERS_BEFORE = pytest.StashKey[set[int]]()
 
 TEST_DATABASE_ENV = "PLUGIN_RUNTIME_TEST_DATABASE_URL"
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 TEST_PLUGINS_DIR = TESTS_DIR / "plugins"
+# Directories of this session whose processes must be gone at its end (see tests/leftovers.py).
+SESSION_DIRS: list[Path] = []
 
 
-def url_with_database(url: str, dbname: str) -> str:
-    """`url` pointing at database `dbname` (URI or key=value form, kept in its form)."""
-    if "://" in url:
-        parts = urlsplit(url)
-        return urlunsplit(parts._replace(path="/" + dbname))
-    return make_conninfo(url, dbname=dbname)
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark everything this session starts (inherited through the environment), and note the
+    fork servers of this checkout already running, before any test starts a process."""
+    os.environ[MARK_ENV] = secrets.token_hex(8)
+    config.stash[_FORK_SERVERS_BEFORE] = fork_servers(REPO_ROOT)
 
 
-def _admin(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=10)
+@pytest.hookimpl(trylast=True)  # after the session's fixtures (its PostgreSQL) are torn down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The suite leaves nothing running: a process it left fails the session, and is killed."""
+    found = find_leftovers(
+        mark=os.environ[MARK_ENV],
+        directories=SESSION_DIRS,
+        repo_root=REPO_ROOT,
+        fork_servers_before=session.config.stash.get(_FORK_SERVERS_BEFORE, set()),
+    )
+    if not found:
+        return
+    kill(found)
+    writer = session.config.get_terminal_writer()
+    writer.line()
+    writer.line(f"FAILED: the test session left {len(found)} process(es) running:", red=True)
+    for leftover in found:
+        writer.line("  " + leftover.line(), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def create_database(server_url: str, template: str = "template0") -> str:
-    """A new database on the server, copied from `template`; returns its name."""
-    name = f"prt_{secrets.token_hex(6)}"
-    with _admin(server_url) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        )
-    return name
-
-
-def drop_database(server_url: str, name: str) -> None:
-    """Drop a test database, disconnecting whoever is still connected to it."""
-    with _admin(server_url) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+@pytest.fixture(scope="session", autouse=True)
+def _session_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """pytest's temp directory of this session: a process started from it must be gone at the
+    end (e.g. a PostgreSQL a test started in its tmp_path)."""
+    SESSION_DIRS.append(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url() -> str:
-    """URL of the PostgreSQL server the tests create their databases on."""
+def postgres_server_url() -> Iterator[str]:
+    """URL of the PostgreSQL server the tests create their databases on: $PLUGIN_RUNTIME_TEST_DATABASE_URL, or
+    else a private server of this run's own, in a fresh temp directory, stopped and deleted at the
+    end of the session (so clones of the project never share or leave one)."""
     from_env = os.environ.get(TEST_DATABASE_ENV)
     if from_env:
-        return from_env
-    data_dir = Path(tempfile.gettempdir()) / f"plugin-runtime-test-pgdata-{os.getuid()}"
-    return embedded_database_url(data_dir)
+        yield from_env
+        return
+    directory = Path(tempfile.mkdtemp(prefix="plugin-runtime-test-pg-"))
+    server = PrivateServer(directory / "data")
+    SESSION_DIRS.append(directory)
+    try:
+        yield server.start().url
+    finally:
+        try:
+            server.close()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
