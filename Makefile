@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m runtime demo
 
+# Hermetic: the suite starts a PostgreSQL of its own in a fresh temp directory (unless
+# $$PLUGIN_RUNTIME_TEST_DATABASE_URL names one), stops it at the end, and fails if it leaves any
+# process running; tests/browser.py finds (or downloads) the Chromium the status-page test drives.
 test: $(STAMP)
 	$(BIN)/ruff check runtime sandbox bench tests
 	$(BIN)/mypy
+	$(BIN)/python tests/browser.py
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -9,17 +9,19 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from browser import HOW_TO_GET_ONE, find_chromium
 
 from runtime.testing.fleet import Fleet
 
 if TYPE_CHECKING:
     from conftest import CliRunner
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -147,22 +149,30 @@ def test_readyz_is_503_while_the_database_is_unreachable(cli_runner: CliRunner) 
 
 
 @pytest.fixture
-def browser() -> Any:
+def browser() -> Iterator[Callable[[], Any]]:
+    """Opens a headless Chromium (found as tests/browser.py says) when the test calls it; on a
+    machine without one the test fails, saying how to get one."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with ExitStack() as stack:
+
+        def open_browser() -> Any:
+            executable = find_chromium()
+            if executable is None:
+                pytest.fail(HOW_TO_GET_ONE, pytrace=False)
+            pw = stack.enter_context(sync_playwright())
+            opened = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            stack.callback(opened.close)
+            return opened
+
+        yield open_browser
 
 
 def test_status_page_shows_a_failing_config_and_disables_it(
     database_url: str,
     test_plugins_dir: Path,
     tmp_path: Path,
-    browser: Any,
+    browser: Callable[[], Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PLUGIN_RUNTIME_ADMIN_TOKEN", TOKEN)  # the node inherits it
@@ -193,7 +203,7 @@ def test_status_page_shows_a_failing_config_and_disables_it(
             == 401
         )
 
-        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+        page = browser().new_page(viewport={"width": 390, "height": 844})  # a phone
         page.goto(base + "/")
         row = page.locator(f"#worst tr[data-config='{bad}']")
         row.wait_for(timeout=15000)
