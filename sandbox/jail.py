@@ -295,7 +295,7 @@ class JailPlan:
 def host_layers() -> dict[str, bool]:
     """Which layers this host would give a fork server, predicted without side effects (no
     namespace entered, no filter built): for tests and tools that must decide before starting
-    one. `tests/test_defence_in_depth.py` checks it against what a fork server reports."""
+    one. `tests/integration/test_defence_in_depth.py` checks it against what a fork server reports."""
     root = os.geteuid() == 0
     try:
         import pyseccomp  # noqa: F401 - loads libseccomp
