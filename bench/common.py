@@ -15,18 +15,19 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from runtime.percentile import percentile as percentile  # re-exported for the benchmarks
 from runtime.queries import load_queries
+from runtime.testing.postgres import create_database, drop_database, url_with_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -53,11 +54,6 @@ def server_url() -> str:
     return os.environ.get(SERVER_ENV, DEFAULT_SERVER)
 
 
-def with_database(url: str, dbname: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + dbname))
-
-
 def result(name: str, value: float | str) -> None:
     """The last line of every benchmark: `<name>: <value>`."""
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -82,15 +78,6 @@ def fork_rate(seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
-    return float(ordered[rank - 1])
-
-
 # -- databases ----------------------------------------------------------------------------------
 def connect_quiet(url: str) -> psycopg.Connection[Any]:
     """A harness connection: autocommit, dict rows, and nothing it sends is logged or counted."""
@@ -106,41 +93,33 @@ class BenchDatabase:
     name: str = ""
     created: bool = False
 
-    def __post_init__(self) -> None:
-        self.name = f"bench_{self.label}_{secrets.token_hex(4)}"
-
     @property
     def url(self) -> str:
-        return with_database(self.server, self.name)
+        return url_with_database(self.server, self.name)
 
     def create(self, log_statements: bool = True) -> BenchDatabase:
         from runtime.migrate import migrate
 
         try:
-            admin = psycopg.connect(self.server, autocommit=True, options=QUIET, connect_timeout=10)
+            self.name = create_database(
+                self.server,
+                prefix=f"bench_{self.label}",
+                settings={"log_statement": "all"} if log_statements else None,
+                options=QUIET,
+            )
         except psycopg.OperationalError as exc:
             raise BenchError(
                 f"cannot reach the benchmark PostgreSQL ({SERVER_ENV}): "
                 f"{str(exc).strip().splitlines()[-1]}"
             ) from exc
-        with admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
-            if log_statements:
-                admin.execute(
-                    sql.SQL("ALTER DATABASE {} SET log_statement = 'all'").format(
-                        sql.Identifier(self.name)
-                    )
-                )
         self.created = True
         with connect_quiet(self.url) as conn:
             migrate(conn)
         return self
 
     def drop(self) -> None:
-        with psycopg.connect(self.server, autocommit=True, options=QUIET) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
-            )
+        if self.created:
+            drop_database(self.server, self.name, options=QUIET)
 
     def conn(self) -> psycopg.Connection[Any]:
         return connect_quiet(self.url)

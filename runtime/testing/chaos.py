@@ -15,7 +15,6 @@ and checks:
 from __future__ import annotations
 
 import random
-import secrets
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -30,7 +29,14 @@ from psycopg import sql
 
 from runtime import schedule
 from runtime.db import connect
+from runtime.percentile import percentile
 from runtime.testing.fleet import Fleet
+from runtime.testing.postgres import (
+    admin_connection,
+    create_database,
+    drop_database,
+    url_with_database,
+)
 
 PLUGINS_DIR = Path(__file__).parent / "plugins"
 # Share of configs per plugin; chaos_hang is the faulty one.
@@ -97,7 +103,7 @@ class ChaosReport:
             which.append("duplicate slots")
         if self.overlaps:
             which.append("overlapping minute runs")
-        if self.lags_outside_faults and _pct(self.lags_outside_faults, 0.99) > self.max_lag_s:
+        if self.lags_outside_faults and percentile(self.lags_outside_faults, 99) > self.max_lag_s:
             which.append("healthy lag")
         return which
 
@@ -125,8 +131,8 @@ class ChaosReport:
         ):
             if lags:
                 out.append(
-                    f"healthy start lag ({name}, real s, n={len(lags)}): p50 {_pct(lags, 0.5):.2f}, "
-                    f"p90 {_pct(lags, 0.9):.2f}, p99 {_pct(lags, 0.99):.2f}, max {max(lags):.2f}"
+                    f"healthy start lag ({name}, real s, n={len(lags)}): p50 {percentile(lags, 50):.2f}, "
+                    f"p90 {percentile(lags, 90):.2f}, p99 {percentile(lags, 99):.2f}, max {max(lags):.2f}"
                 )
         for tid, slot in self.skipped[:10]:
             out.append(f"  skipped: task {tid} slot {slot.isoformat()}")
@@ -135,21 +141,6 @@ class ChaosReport:
         broken = self.broken()
         out.append("invariants: ok" if not broken else f"invariants: BROKEN ({', '.join(broken)})")
         return out
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
-
-
-def _admin(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=10)
-
-
-def _database_url(server_url: str, name: str) -> str:
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(server_url, dbname=name)
 
 
 class DatabaseCut:
@@ -161,7 +152,7 @@ class DatabaseCut:
         self.name = name
 
     def cut(self) -> None:
-        with _admin(self.server_url) as conn:
+        with admin_connection(self.server_url) as conn:
             conn.execute(
                 sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
                     sql.Identifier(self.name)
@@ -174,7 +165,7 @@ class DatabaseCut:
             )
 
     def restore(self) -> None:
-        with _admin(self.server_url) as conn:
+        with admin_connection(self.server_url) as conn:
             conn.execute(
                 sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
                     sql.Identifier(self.name)
@@ -185,10 +176,8 @@ class DatabaseCut:
 def run_chaos(options: ChaosOptions) -> ChaosReport:
     rng = random.Random(options.seed)
     say = options.log
-    name = f"chaos_{secrets.token_hex(4)}"
-    with _admin(options.server_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _database_url(options.server_url, name)
+    name = create_database(options.server_url, prefix="chaos")
+    url = url_with_database(options.server_url, name)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="plugin-runtime-chaos-"))
     report = ChaosReport(max_lag_s=options.max_lag_s, database=name)
     cut = DatabaseCut(options.server_url, name)
@@ -234,10 +223,7 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
         except psycopg.Error:
             pass
         if not options.keep:
-            with _admin(options.server_url) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+            drop_database(options.server_url, name)
     return report
 
 

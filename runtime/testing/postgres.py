@@ -38,7 +38,8 @@ def url_with_database(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
 
 
-def _admin(server_url: str, options: str | None) -> psycopg.Connection[Any]:
+def admin_connection(server_url: str, options: str | None = None) -> psycopg.Connection[Any]:
+    """An autocommit connection to the server, for statements about databases."""
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 10}
     if options:
         kwargs["options"] = options
@@ -57,7 +58,7 @@ def create_database(
     `ALTER DATABASE ... SET` for each of `settings`; returns its name. `options` are the admin
     connection's (e.g. `-c log_statement=none`)."""
     name = f"{prefix}_{secrets.token_hex(6)}"
-    with _admin(server_url, options) as conn:
+    with admin_connection(server_url, options) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template)
@@ -74,7 +75,7 @@ def create_database(
 
 def drop_database(server_url: str, name: str, *, options: str | None = None) -> None:
     """Drop a database, disconnecting whoever is still connected to it."""
-    with _admin(server_url, options) as conn:
+    with admin_connection(server_url, options) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
