@@ -15,6 +15,7 @@ and checks:
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -224,6 +225,9 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
             pass
         if not options.keep:
             drop_database(options.server_url, name)
+            # The node logs are kept when asked, or when an invariant broke (to read why).
+            if options.workdir is None and not report.broken():
+                shutil.rmtree(workdir, ignore_errors=True)
     return report
 
 
