@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +35,11 @@ import pytest
 from leftovers import MARK_ENV, find_leftovers, fork_servers, kill
 
 from runtime.db import ENV_DATABASE_URL, connect
-from runtime.migrate import migrate
-from runtime.testing.postgres import (
-    PrivateServer,
-    create_database,
-    drop_database,
-    url_with_database,
-)
+from runtime.testing.postgres import PrivateServer, throwaway_database
 from sandbox import Sandbox
 
 _FORK_SERVERS_BEFORE = pytest.StashKey[set[int]]()
+_STARTED_AT = pytest.StashKey[float]()
 
 TEST_DATABASE_ENV = "PLUGIN_RUNTIME_TEST_DATABASE_URL"
 TESTS_DIR = Path(__file__).resolve().parent
@@ -58,6 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     fork servers of this checkout already running, before any test starts a process."""
     os.environ[MARK_ENV] = secrets.token_hex(8)
     config.stash[_FORK_SERVERS_BEFORE] = fork_servers(REPO_ROOT)
+    config.stash[_STARTED_AT] = time.time()
 
 
 @pytest.hookimpl(trylast=True)  # after the session's fixtures (its PostgreSQL) are torn down
@@ -68,6 +65,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         directories=SESSION_DIRS,
         repo_root=REPO_ROOT,
         fork_servers_before=session.config.stash.get(_FORK_SERVERS_BEFORE, set()),
+        started_at=session.config.stash.get(_STARTED_AT, 0.0),
     )
     if not found:
         return
@@ -89,7 +87,7 @@ def _session_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    """URL of the PostgreSQL server the tests create their databases on: $PLUGIN_RUNTIME_TEST_DATABASE_URL, or
+    """URL of the PostgreSQL server the tests create their databases on: $PLUGIN_RUNTIME_TEST_DATABASE_URL,
     else a private server of this run's own, in a fresh temp directory, stopped and deleted at the
     end of the session (so clones of the project never share or leave one)."""
     from_env = os.environ.get(TEST_DATABASE_ENV)
@@ -111,33 +109,22 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def migrated_template(postgres_server_url: str) -> Iterator[str]:
     """Name of a database migrated once for the session, that test databases are copied from."""
-    name = create_database(postgres_server_url)
-    try:
-        with connect(url_with_database(postgres_server_url, name)) as conn:
-            migrate(conn)
-        yield name
-    finally:
-        drop_database(postgres_server_url, name)
+    with throwaway_database(postgres_server_url, migrated=True) as template:
+        yield template.name
 
 
 @pytest.fixture
 def database_url(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
     """URL of a clean, migrated database of this test's own."""
-    name = create_database(postgres_server_url, template=migrated_template)
-    try:
-        yield url_with_database(postgres_server_url, name)
-    finally:
-        drop_database(postgres_server_url, name)
+    with throwaway_database(postgres_server_url, template=migrated_template) as db:
+        yield db.url
 
 
 @pytest.fixture
 def empty_database_url(postgres_server_url: str) -> Iterator[str]:
     """URL of a database of this test's own with no schema (not migrated)."""
-    name = create_database(postgres_server_url)
-    try:
-        yield url_with_database(postgres_server_url, name)
-    finally:
-        drop_database(postgres_server_url, name)
+    with throwaway_database(postgres_server_url) as db:
+        yield db.url
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ any, then kills them):
   when the session starts and inherited by everything it starts, even once re-parented);
 - a process whose command line names one of the session's directories (its private PostgreSQL's
   data directory, pytest's temp directory: a postgres started by a test);
-- a sandbox fork server of this checkout (its environment is scrubbed, so it carries no mark; it
-  is known by its command line and PYTHONPATH) that was not running when the session started.
+- an orphaned sandbox fork server of this checkout, started during the session (its environment
+  is scrubbed, so it carries no mark: it is known by its command line and PYTHONPATH; one whose
+  owner still runs belongs to that owner, perhaps another session of the same checkout).
 """
 
 from __future__ import annotations
@@ -50,12 +51,24 @@ def fork_servers(repo_root: Path) -> set[int]:
     return found
 
 
+def _orphaned(proc: psutil.Process) -> bool:
+    """Its parent is gone (re-parented to init or a subreaper that is not a Python process of
+    this checkout's kind): a fork server whose owner is alive belongs to that owner, maybe
+    another test session of the same checkout, and is not ours to judge."""
+    try:
+        parent = proc.parent()
+        return parent is None or parent.pid == 1 or "python" not in parent.name().lower()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def find_leftovers(
     *,
     mark: str,
     directories: Iterable[Path],
     repo_root: Path,
     fork_servers_before: Collection[int] = (),
+    started_at: float = 0.0,
 ) -> list[Leftover]:
     """The processes this session left running (see the module docstring); zombies (exited,
     not yet reaped) are not running and are not counted."""
@@ -87,7 +100,9 @@ def find_leftovers(
             pass
     for pid in fork_servers(repo_root) - set(fork_servers_before):
         try:
-            add(psutil.Process(pid), "a fork server of this checkout")
+            proc = psutil.Process(pid)
+            if proc.create_time() >= started_at and _orphaned(proc):
+                add(proc, "an orphaned fork server of this checkout")
         except psutil.NoSuchProcess:
             pass
     return sorted(found.values(), key=lambda leftover: leftover.pid)
