@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -94,16 +92,12 @@ def postgres_server_url() -> Iterator[str]:
     if from_env:
         yield from_env
         return
-    directory = Path(tempfile.mkdtemp(prefix="plugin-runtime-test-pg-"))
-    server = PrivateServer(directory / "data")
-    SESSION_DIRS.append(directory)
+    server = PrivateServer()
+    SESSION_DIRS.append(server.directory)
     try:
         yield server.start().url
     finally:
-        try:
-            server.close()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        server.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 - `throwaway_database(server_url)`: a database of its own on a server (`CREATE DATABASE`, copied
   from a template or migrated on request), dropped with `FORCE` afterwards;
-- `PrivateServer(directory)`: a PostgreSQL server of its own, its data and Unix socket in
-  `directory` (the embedded pgserver binaries, so it needs nothing but the Python package), that
+- `PrivateServer()`: a PostgreSQL server of its own, its data and Unix socket in a fresh temp
+  directory (the embedded pgserver binaries, so it needs nothing but the Python package), that
   its owner may stop and start (outage tests) and closes: stopped, directory deleted.
 
 Nothing here touches a server it did not start, or a database it did not create.
@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import signal
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -126,12 +127,20 @@ def throwaway_database(
 
 
 class PrivateServer:
-    """A PostgreSQL server of its own in `directory` (created if missing), listening on a Unix
-    socket there and on no TCP port, so any number of them (other clones' suites included) run
-    side by side. `stop()` is a fast shutdown that keeps the data; `start()` brings it back at
-    the same URL; `close()` stops it and deletes the directory."""
+    """A PostgreSQL server of its own, in a fresh temp directory of its own (or in `directory`),
+    listening on a Unix socket there and on no TCP port, so any number of them (other clones'
+    suites included) run side by side. `stop()` is a fast shutdown that keeps the data; `start()`
+    brings it back at the same URL; `close()` stops it and deletes the directory.
 
-    def __init__(self, directory: Path) -> None:
+    Not under pytest's tmp_path: as root the server runs as the `pgserver` user, and every pytest
+    start makes /tmp/pytest-of-<user> private again (mode 0700), locking that user out."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="plugin-runtime-pg-")) / "data"
+            self._owned: Path | None = directory.parent
+        else:
+            self._owned = None
         self.directory = Path(directory).resolve()
         self._server: Any = None
         self._url: str | None = None
@@ -197,7 +206,7 @@ class PrivateServer:
                 atexit.unregister(self._server._cleanup)
                 pgserver.PostgresServer._instances.pop(self.directory, None)
                 self._server = None
-            shutil.rmtree(self.directory, ignore_errors=True)
+            shutil.rmtree(self._owned or self.directory, ignore_errors=True)
 
     def __enter__(self) -> PrivateServer:
         return self.start()

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -285,8 +286,9 @@ def test_embedded_server_is_the_default(
 ) -> None:
     """No --database-url and no environment: an embedded server in ./.pgdata, left running
     between commands (the second command reuses it and sees the first one's work)."""
-    work = tmp_path / "w"
-    work.mkdir()
+    # Not in tmp_path: as root the server runs as the `pgserver` user, and any pytest starting
+    # meanwhile (another clone's) makes /tmp/pytest-of-root private again.
+    work = Path(tempfile.mkdtemp(prefix="plugin-runtime-embedded-"))
     cli = replace(cli_runner, database_url=None, cwd=work)
     try:
         cli.ok("plugins", "install", tiny_dir, timeout=120)
@@ -295,6 +297,7 @@ def test_embedded_server_is_the_default(
         assert [p["name"] for p in listed] == ["tiny"]
     finally:
         _stop_embedded(work / ".pgdata")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _stop_embedded(data_dir: Path) -> None:

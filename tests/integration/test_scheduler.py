@@ -335,9 +335,9 @@ def test_database_cost_per_run_at_1000_configs(database_url: str, tmp_path: Path
 
 
 def test_serve_survives_a_database_restart_and_catches_up(tmp_path: Path) -> None:
-    # A PostgreSQL server of this test's own (data and socket in tmp_path), so that stopping it
-    # harms no other test, clone or user of the machine's server.
-    with PrivateServer(tmp_path / "pg") as server:
+    # A PostgreSQL server of this test's own (in a temp directory of its own), so that stopping
+    # it harms no other test, clone or user of the machine's server.
+    with PrivateServer() as server:
         with connect(server.url) as conn:
             migrate(conn)
         fleet = make_fleet(server.url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
