@@ -17,7 +17,7 @@ import base64
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -198,9 +198,8 @@ def payloads(draw: st.DrawFn) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(allow_unrestricted=True) as sb:
-        yield sb
+def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return start_sandbox(allow_unrestricted=True)
 
 
 @pytest.fixture(scope="module")

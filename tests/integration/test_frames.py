@@ -9,7 +9,7 @@ import json
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import wait
 from typing import Any
 
@@ -36,9 +36,8 @@ def frame(meta, obj):
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(allow_unrestricted=True) as sb:
-        yield sb
+def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return start_sandbox(allow_unrestricted=True)
 
 
 @pytest.fixture(scope="module")
