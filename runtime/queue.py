@@ -1,7 +1,7 @@
 """The run queue in PostgreSQL: the hot-path statements of a node, each for a whole batch.
 
 Every statement a node sends goes through `Queue.execute`, which counts it, so the tests can hold
-the engine to its database budget (DESIGN §6: a small fraction of a statement per run).
+the engine to its database budget (a small fraction of a statement per run: docs/benchmarks.md).
 """
 
 from __future__ import annotations

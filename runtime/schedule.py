@@ -1,4 +1,4 @@
-"""Pure scheduling decisions (DESIGN §5): cron -> slots, spread offsets, coalescing, catch-up.
+"""Pure scheduling decisions (docs/scheduling.md): cron -> slots, spread offsets, coalescing, catch-up.
 
 No I/O, no database, no wall clock: every function that needs the time is given `now`.
 All datetimes are timezone-aware UTC (naive ones are refused with a ScheduleError); cron

@@ -1,7 +1,7 @@
 """Run one plugin function in a jailed child process. Knows nothing of any database.
 
     with Sandbox() as sb:
-        outcome = sb.run(RunRequest(plugin=load_plugin("examples/counter"), task="run_every_minute"))
+        outcome = sb.run(RunRequest(plugin=load_plugin("examples/minute_counter"), task="run_every_minute"))
 
 `Sandbox` starts a warm fork server (a small single-threaded process that has the runtime and
 each plugin's compiled code ready) and forks one fresh, jailed child per run. `run` is

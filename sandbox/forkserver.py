@@ -5,7 +5,7 @@ ended.
 It never sees a run's data. For each run the supervisor passes it (over SCM_RIGHTS) one end of a
 socket pair whose other end the supervisor keeps; the child speaks to the supervisor directly on
 it, after the jail is entered. So config values, storage, cache and fetch replies of one config
-never sit in the memory that the next child is forked from (DESIGN §4: no state, secret or
+never sit in the memory that the next child is forked from (no state, secret or
 monkey-patch survives from one run to the next). What it holds is the runtime, the compiled
 plugin code (cached by content hash) and every allowed module, imported up front.
 """

@@ -3,7 +3,7 @@
 The fork server calls `JailPlan.detect()` once at start (which layers this host allows, and the
 expensive preparations: the seccomp filter, the empty root), then each child calls
 `plan.enter(...)` right after fork. Everything here is a syscall or two: the per-run cost of a
-layer must stay small (DESIGN §9).
+layer must stay small (the throughput targets in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ CRASHED = "crashed"
 BAD_PLUGIN = "bad_plugin"
 OUTCOMES = (OK, ERROR, TIMEOUT, CPU_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, CRASHED, BAD_PLUGIN)
 
-# Defaults and operator caps (DESIGN §5): a plugin may ask for less, or more up to the caps.
+# Defaults and operator caps (docs/scheduling.md, "Limits of a run"): a plugin may ask for less, or more up to the caps.
 DEFAULT_LIMITS = Limits(timeout_s=30.0, cpu_s=30.0, memory_mb=256)
 
 
