@@ -67,6 +67,7 @@ class _Run:
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     logs: list[LogLine] = field(default_factory=list)
     log_bytes: int = 0
+    received: int = 0  # bytes read from the child
     calls: int = 0
     in_flight: int = 0  # calls received and not yet answered (guarded by count_lock)
     # Never held while sending: the I/O thread takes it, and must not wait on a slow reader.
@@ -383,6 +384,13 @@ class Sandbox:
             return
         if run.violation is not None:
             return  # already ending: what else it sends is not read
+        run.received += len(data)
+        if run.received > limits.MAX_RUN_RECEIVED_BYTES:
+            self._end_run(
+                run, OUTPUT_LIMIT, f"sent more than {limits.MAX_RUN_RECEIVED_BYTES} bytes; killed"
+            )
+            self._close_run_socket(run, selector)
+            return
         try:
             for raw in run.reader.feed(data):
                 self._on_frame(run, protocol.parse_child_frame(raw))

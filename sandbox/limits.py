@@ -9,10 +9,8 @@ KIB = 1024
 MIB = 1024 * KIB
 
 # -- frames (child -> supervisor) ------------------------------------------------------------
-# Nesting of a plugin's JSON value (result, storage value, cache value, fetch JSON body).
+# Nesting of a plugin's JSON value (result, storage value, cache value).
 MAX_VALUE_DEPTH = 100
-# A whole frame nests a value a few levels down ({"t": "result", "result": ...}).
-MAX_FRAME_DEPTH = MAX_VALUE_DEPTH + 4
 
 # -- logs ------------------------------------------------------------------------------------
 MAX_LOG_LINES = 1000  # per run
@@ -35,6 +33,8 @@ MAX_STORAGE_WRITE_BYTES = 4 * MIB  # all values written, as JSON
 
 # The largest frame a child may send: a result frame with the largest result and writes.
 MAX_CHILD_FRAME_BYTES = MAX_RESULT_BYTES + MAX_STORAGE_WRITE_BYTES + 2 * MIB
+# All a run may send the supervisor (frames are parsed by one thread, whose time this bounds).
+MAX_RUN_RECEIVED_BYTES = 16 * MIB
 
 # -- meta calls (cache and fetch) ------------------------------------------------------------
 MAX_CALLS_PER_RUN = 10_000

@@ -10,8 +10,10 @@ hostile one.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import re
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -63,9 +65,18 @@ def send(sock: socket.socket, message: dict[str, Any], *, strict: bool = False) 
     sock.sendall(encode(message, strict=strict))
 
 
-def decode(body: bytes, max_depth: int = limits.MAX_FRAME_DEPTH) -> dict[str, Any]:
+def decode(body: bytes, max_depth: int | None = None) -> dict[str, Any]:
     """One frame's body: strict UTF-8, strict JSON (no NaN, no Infinity, no 1e999), an object,
-    nested at most `max_depth` deep. Every failure is a ProtocolError."""
+    nested at most `max_depth` deep when given. Every failure is a ProtocolError.
+
+    The parser itself refuses nesting past the recursion limit (RecursionError); a child's
+    frames need no whole-frame walk on top, as `parse_child_frame` types every field and walks
+    only the ones that hold plugin data (result, storage values, cache values)."""
+    # Millions of tiny containers (`[[],[],...]`) would run the cyclic collector again and again
+    # while they are built (seconds for a few MB); the parser holds the GIL, so pausing the
+    # collector for its duration affects no other thread's code.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         text = body.decode("utf-8")
         message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
@@ -75,12 +86,13 @@ def decode(body: bytes, max_depth: int = limits.MAX_FRAME_DEPTH) -> dict[str, An
         raise ProtocolError("frame nested too deeply") from None
     except (UnicodeError, ValueError) as exc:  # JSONDecodeError and int digit limits too
         raise ProtocolError(f"frame is not valid JSON: {str(exc)[:200]}") from None
+    finally:
+        if collecting:
+            gc.enable()
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
-    # Depth only: which strings must be valid Unicode depends on the field (parse_child_frame).
-    problem = value_problem(message, max_depth, unicode=False)
-    if problem:
-        raise ProtocolError(f"frame: {problem}")
+    if max_depth is not None and too_deep(message, max_depth):
+        raise ProtocolError(f"frame: nested deeper than {max_depth} levels")
     return message
 
 
@@ -88,7 +100,7 @@ class FrameReader:
     """Incremental decoder: feed bytes as they arrive, take whole frames out. A declared length
     above `max_frame` raises FrameTooLarge before anything is buffered for it."""
 
-    def __init__(self, max_frame: int = MAX_FRAME_BYTES, max_depth: int = limits.MAX_FRAME_DEPTH):
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES, max_depth: int | None = None):
         self._buf = bytearray()
         self._max = max_frame
         self._depth = max_depth
@@ -127,35 +139,56 @@ def recv(sock: socket.socket, reader: FrameReader) -> list[dict[str, Any]]:
 # -- values ------------------------------------------------------------------------------------
 
 
-def value_problem(
-    value: Any, max_depth: int, *, allow_nul: bool = True, unicode: bool = True
-) -> str | None:
-    """Why a decoded JSON value cannot be used as it is (None when it can): nested deeper than
-    `max_depth`, a string that is not valid Unicode (a lone surrogate from a \\ud800 escape; checked
-    when `unicode`), a NUL character where none may be stored. Iterative: no depth can make it
-    recurse."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if unicode and not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    return "a string is not valid Unicode (lone surrogate)"
-            if not allow_nul and "\x00" in item:
-                return "a string contains a NUL character"
-        elif isinstance(item, dict | list):
-            if depth > max_depth:
-                return f"nested deeper than {max_depth} levels"
-            if isinstance(item, dict):
-                stack.extend((k, depth) for k in item)
-                stack.extend((v, depth + 1) for v in item.values())
-            else:
-                stack.extend((v, depth + 1) for v in item)
-        elif not (item is None or isinstance(item, bool | int | float)):
-            return f"a value of type {type(item).__name__} is not JSON"
-    return None
+# A NUL in JSON text written with ensure_ascii=False: \u0000 after an even number of backslashes.
+_NUL = re.compile(r"(?:^|[^\\])(?:\\\\)*\\u0000")
+_CONTAINERS = (dict, list)
+
+
+def too_deep(value: Any, max_depth: int) -> bool:
+    """Does `value` nest containers deeper than `max_depth`? Level by level, no recursion; only
+    containers are looked into, with C-speed filtering of their items."""
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return True
+        following: list[Any] = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            following += [v for v in items if type(v) in _CONTAINERS]
+        level = following
+    return False
+
+
+def data_check(value: Any, max_depth: int, *, allow_nul: bool = True) -> tuple[str | None, int]:
+    """(why `value` cannot be used as it is, or None; its size as the child measures it). Not
+    JSON (NaN, a non-str key, another type), nested deeper than `max_depth`, a string that is not
+    valid Unicode (a lone surrogate from a \\ud800 escape), a NUL where none may be stored."""
+    if too_deep(value, max_depth):
+        return f"nested deeper than {max_depth} levels", 0
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        return f"nested deeper than {max_depth} levels", 0
+    except (TypeError, ValueError) as exc:
+        return f"not JSON: {str(exc)[:200]}", 0
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a string is not valid Unicode (lone surrogate)", 0
+        size = json_size(value)
+    if not allow_nul and "\\u0000" in text and _NUL.search(text):
+        return "a string contains a NUL character", 0
+    return None, size
+
+
+def value_problem(value: Any, max_depth: int, *, allow_nul: bool = True) -> str | None:
+    """Why a JSON value cannot be used as it is (None when it can): see data_check."""
+    return data_check(value, max_depth, allow_nul=allow_nul)[0]
 
 
 def clean_text(text: str) -> str:
@@ -262,10 +295,10 @@ class CacheArgs:
         if not math.isfinite(self.ttl_s):
             return "ttl_s must be a finite number"
         if self.action == "set":
-            problem = value_problem(self.value, limits.MAX_VALUE_DEPTH)
+            problem, size = data_check(self.value, limits.MAX_VALUE_DEPTH)
             if problem:
                 return f"cache value: {problem}"
-            if json_size(self.value) > limits.MAX_CACHE_VALUE_BYTES:
+            if size > limits.MAX_CACHE_VALUE_BYTES:
                 return f"cache value larger than {limits.MAX_CACHE_VALUE_BYTES} bytes"
         if self.action == "incr" and abs(self.value) > limits.MAX_CACHE_INT:
             return "cache incr step out of the 64-bit range"
@@ -297,20 +330,23 @@ class ResultFrame:
     deletes: tuple[str, ...] = ()
     error: ErrorFrame | None = None
     message: str = ""
+    # Sizes as JSON, measured once while validating: the result, each storage value.
+    result_size: int = 0
+    write_sizes: dict[str, int] = field(default_factory=dict)
 
     def over_cap(self) -> str | None:
         """Why an `ok` result cannot be taken as it is, for size (an output_limit)."""
         if self.status != "ok":
             return None
-        if json_size(self.result) > limits.MAX_RESULT_BYTES:
+        if self.result_size > limits.MAX_RESULT_BYTES:
             return f"result larger than {limits.MAX_RESULT_BYTES} bytes"
         if len(self.writes) + len(self.deletes) > limits.MAX_STORAGE_KEYS_PER_RUN:
             return f"more than {limits.MAX_STORAGE_KEYS_PER_RUN} storage keys written or deleted"
         total = 0
-        for key, value in self.writes.items():
+        for key in self.writes:
             if len(key.encode("utf-8")) > limits.MAX_STORAGE_KEY_BYTES:
                 return f"storage key longer than {limits.MAX_STORAGE_KEY_BYTES} bytes"
-            size = json_size(value)
+            size = self.write_sizes[key]
             if size > limits.MAX_STORAGE_VALUE_BYTES:
                 return f"storage value larger than {limits.MAX_STORAGE_VALUE_BYTES} bytes"
             total += size
@@ -404,6 +440,17 @@ def _cache_args(raw: Any) -> CacheArgs:
     )
 
 
+def _key_problem(key: str) -> str | None:
+    if "\x00" in key:
+        return "a key contains a NUL character"
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a key is not valid Unicode (lone surrogate)"
+    return None
+
+
 def _result(raw: dict[str, Any]) -> ResultFrame:
     what = "result frame"
     status = raw.get("status")
@@ -414,17 +461,28 @@ def _result(raw: dict[str, Any]) -> ResultFrame:
         writes = raw["writes"]
         if type(writes) is not dict:
             raise ProtocolError(f"{what}: field 'writes' must be an object")
-        problem = value_problem(writes, limits.MAX_VALUE_DEPTH + 1, allow_nul=False)
-        if problem:
-            raise ProtocolError(f"{what}: storage writes: {problem}")
+        sizes: dict[str, int] = {}
+        for key, value in writes.items():
+            problem, sizes[key] = data_check(value, limits.MAX_VALUE_DEPTH, allow_nul=False)
+            problem = problem or _key_problem(key)
+            if problem:
+                raise ProtocolError(f"{what}: storage write: {problem}")
         deletes = _str_list(raw["deletes"], f"{what}: field 'deletes'")
-        problem = value_problem(list(deletes), 1, allow_nul=False)
-        if problem:
-            raise ProtocolError(f"{what}: storage deletes: {problem}")
-        problem = value_problem(raw["result"], limits.MAX_VALUE_DEPTH)
+        for key in deletes:
+            problem = _key_problem(key)
+            if problem:
+                raise ProtocolError(f"{what}: storage delete: {problem}")
+        problem, size = data_check(raw["result"], limits.MAX_VALUE_DEPTH)
         if problem:
             raise ProtocolError(f"{what}: result: {problem}")
-        return ResultFrame(status, result=raw["result"], writes=writes, deletes=deletes)
+        return ResultFrame(
+            status,
+            result=raw["result"],
+            writes=writes,
+            deletes=deletes,
+            result_size=size,
+            write_sizes=sizes,
+        )
     if status == "error":
         _fields(raw, what, {"t", "status", "error"}, set())
         error = raw["error"]

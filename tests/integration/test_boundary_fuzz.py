@@ -135,7 +135,7 @@ def truncated(draw: st.DrawFn) -> tuple[str, bytes]:
 
 @st.composite
 def deep(draw: st.DrawFn) -> tuple[str, bytes]:
-    depth = draw(st.sampled_from([limits.MAX_FRAME_DEPTH + 1, 1000, 5000, 200_000]))
+    depth = draw(st.sampled_from([limits.MAX_VALUE_DEPTH + 2, 1000, 5000, 200_000]))
     closed = draw(st.booleans())
     inner = b"[" * depth + (b"]" * depth if closed else b"")
     wrapped = draw(st.booleans())

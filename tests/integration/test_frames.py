@@ -132,6 +132,8 @@ SIZE = {
     "storage-keys-over-cap": f'frame(meta, {{"t": "result", "status": "ok", "result": 1, "writes": {{}}, "deletes": [str(i) for i in range({limits.MAX_STORAGE_KEYS_PER_RUN + 1})]}})',
     "log-lines-bypassing-the-child-count": f'[frame(meta, {{"t": "log", "level": "info", "message": "x"}}) for _ in range({limits.MAX_LOG_LINES + 5})]',
     "log-bytes": f'[frame(meta, {{"t": "log", "level": "info", "message": "x" * {limits.MAX_LOG_LINE}}}) for _ in range({limits.MAX_LOG_BYTES // limits.MAX_LOG_LINE + 2})]',
+    "received-bytes": 'big = {"t": "log", "level": "info", "message": "x" * (6 * 1024 * 1024)}\n'
+    "            [frame(meta, big) for _ in range(3)]",
     "child-resets-its-own-counter": f"""
     for _ in range({limits.MAX_LOG_LINES + 5}):
                 meta._channel.log_lines = 0
