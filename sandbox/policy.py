@@ -1,372 +1,569 @@
-"""Layer 1: restricted compile, guarded builtins and an import allowlist.
+"""Layer 1: compile plugin code with RestrictedPython under this project's policy, and build
+the globals it runs with.
 
-This layer stops honest mistakes and casual abuse and gives plugin authors errors that name the
-line. It is not the security boundary (the process jail is); SECURITY.md lists which escape
+Plugin code is ordinary Python: classes with special methods, `super()`, properties,
+dataclasses, enums, annotations, `self.n += 1`, `counts[k] += 1`, `_private` helpers. What is
+refused is what leads out of the language (SECURITY.md, "Layer 1", states the rule): reading
+dunder attributes that reach frames, code, globals, builtins and class graphs; `_` names of
+objects the plugin did not define; str.format's unguarded walks; eval/exec/compile/open; and
+the names of the guards themselves. Every refused construct of a file is reported at once, each
+with its line and what to write instead.
+
+This layer is not the security boundary (the process jail is); SECURITY.md lists which escape
 classes it stops and which layer stops the rest.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
+import re
 import types
 import warnings
-from collections import UserString
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from RestrictedPython import compile_restricted
-from RestrictedPython.Guards import (
-    full_write_guard,
-    guarded_iter_unpack_sequence,
-    guarded_unpack_sequence,
+from RestrictedPython.transformer import (
+    INSPECT_ATTRIBUTES,
+    IOPERATOR_TO_STR,
+    RestrictingNodeTransformer,
+    copy_locations,
 )
 
-# Pure modules a plugin may import. Each is exposed through a read-only proxy that hides
-# private names, submodules and anything listed in _HIDDEN (e.g. string.Formatter, which would
-# reopen the format-string attribute walk).
-ALLOWED_MODULES: tuple[str, ...] = (
-    "base64",
-    "bisect",
-    "calendar",
-    "collections",
-    "copy",
-    "datetime",
-    "decimal",
-    "fractions",
-    "functools",
-    "hashlib",
-    "heapq",
-    "hmac",
-    "itertools",
-    "json",
-    "math",
-    "operator",
-    "random",
-    "re",
-    "statistics",
-    "string",
-    "textwrap",
-    "time",
-    "urllib.parse",
-    "uuid",
-)
-_HIDDEN: dict[str, set[str]] = {
-    "string": {"Formatter", "Template"},
-    "operator": {"attrgetter", "methodcaller"},  # would bypass the attribute guard
-    # update_wrapper/wraps get and set attributes named by the caller (e.g. `__globals__`,
-    # `__code__`); singledispatch(method).register eval()s string annotations unguarded.
-    "functools": {"update_wrapper", "wraps", "singledispatch", "singledispatchmethod"},
-    "random": {"SystemRandom"},
-    "uuid": {"getnode", "uuid1"},  # may shell out to find a MAC address
-}
+from sandbox import guards, views
+from sandbox.guards import SecurityError
+from sandbox.views import ALLOWED_MODULES, ImportGuard
 
-# Private modules that allowed modules import lazily from C (with the caller's __import__).
-_INTERNAL_IMPORTS = frozenset({"_strptime"})
+__all__ = [
+    "ALLOWED_MODULES",
+    "GUARD_NAMES",
+    "ImportGuard",
+    "PluginCodeError",
+    "SecurityError",
+    "check_source",
+    "compile_plugin",
+    "make_globals",
+]
 
-# Attributes that walk from an object to frames, code and globals: refused on these types.
-_FRAME_TYPES = (
-    types.GeneratorType,
-    types.CoroutineType,
-    types.AsyncGeneratorType,
-    types.FrameType,
-    types.TracebackType,
-    types.CodeType,
-    types.FunctionType,
-    types.MethodType,
+# Names the transformed code calls (and RestrictedPython's print collector): a plugin binding
+# one of them would replace a guard in its own scope, so every binding of them is refused.
+GUARD_NAMES = frozenset(
+    {
+        "_getattr_",
+        "_getitem_",
+        "_getiter_",
+        "_write_",
+        "_inplacevar_",
+        "_apply_",
+        "_print_",
+        "_print",
+        "_unpack_sequence_",
+        "_iter_unpack_sequence_",
+        "__builtins__",
+        "__metaclass__",
+        "__import__",
+        "__build_class__",
+    }
 )
-_FORMAT_METHODS = {"format", "format_map"}
+_TEMP_NAME = re.compile(r"_tmp\d+")
+# Dunder names a plugin may not bind (class bodies and modules may bind others: __slots__,
+# __hash__ = None, __all__, special methods).
+_UNBINDABLE_DUNDERS = frozenset(
+    {
+        "__name__",
+        "__class__",
+        "__classcell__",
+        "__dict__",
+        "__annotations__",
+        "__module__",
+        "__qualname__",
+        "__mro__",
+        "__bases__",
+        "__globals__",
+        "__code__",
+        "__closure__",
+        "__loader__",
+        "__spec__",
+        "__file__",
+        "__path__",
+        "__weakref__",
+    }
+)
 
 
 class PluginCodeError(Exception):
-    """Plugin code that cannot be loaded: a syntax error or a forbidden construct, with its line."""
+    """Plugin code that cannot be loaded: a syntax error or refused constructs, one per line of
+    the message, each naming its line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
-class SecurityError(Exception):
-    """Raised inside the child when plugin code reaches for something it may not have."""
+# -- messages ----------------------------------------------------------------------------------
 
-
-def _module_view(name: str) -> types.SimpleNamespace:
-    import importlib
-
-    module = importlib.import_module(name)
-    hidden = _HIDDEN.get(name, set())
-    public = {
-        key: value
-        for key, value in vars(module).items()
-        if not key.startswith("_") and key not in hidden and not isinstance(value, types.ModuleType)
-    }
-    view = types.SimpleNamespace(**public)
-    return view
-
-
-class ImportGuard:
-    """A guarded `__import__`: allowlisted modules only, each as a read-only view."""
-
-    def __init__(self, allowed: Iterable[str] = ALLOWED_MODULES) -> None:
-        self._allowed = set(allowed)
-        self._views: dict[str, types.SimpleNamespace] = {}
-
-    def preload(self) -> None:
-        """Import every allowed module now (in the warm fork server), so a jailed child with no
-        filesystem access never needs to read a file to import."""
-        for name in self._allowed:
-            self.view(name)
-        import importlib
-
-        for name in _INTERNAL_IMPORTS:
-            importlib.import_module(name)
-
-    def view(self, name: str) -> types.SimpleNamespace:
-        if name not in self._views:
-            self._views[name] = _module_view(name)
-        return self._views[name]
-
-    def __call__(
-        self,
-        name: str,
-        globals: Any = None,
-        locals: Any = None,
-        fromlist: Any = (),
-        level: int = 0,
-    ) -> Any:
-        if name in _INTERNAL_IMPORTS and level == 0:
-            # Imported lazily by an allowed module's C code (datetime.strptime), never by plugin
-            # code: a restricted plugin cannot spell a name that starts with "_".
-            import importlib
-
-            return importlib.import_module(name)
-        if level != 0 or name not in self._allowed:
-            raise ImportError(
-                f"import of '{name}' is not allowed (allowed: {', '.join(sorted(self._allowed))})"
-            )
-        if "." in name and not fromlist:
-            # `import urllib.parse` binds `urllib`; give it a namespace holding the view.
-            head, _, tail = name.partition(".")
-            return types.SimpleNamespace(**{tail: self.view(name)})
-        return self.view(name)
-
-
-def check_imports(tree: ast.AST, filename: str, allowed: Iterable[str] = ALLOWED_MODULES) -> None:
-    """Refuse forbidden imports at load time, naming the line, rather than at run time."""
-    allowed_set = set(allowed)
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                raise PluginCodeError(
-                    f"{filename}, line {node.lineno}: relative imports are not allowed"
-                )
-            names = [node.module or ""]
-        for name in names:
-            if name not in allowed_set:
-                line = getattr(node, "lineno", 0)
-                raise PluginCodeError(
-                    f"{filename}, line {line}: import of '{name}' is not allowed "
-                    f"(allowed: {', '.join(sorted(allowed_set))})"
-                )
-
-
-def compile_plugin(source: str, filename: str = "main.py") -> types.CodeType:
-    """Compile plugin source with RestrictedPython. Raises PluginCodeError naming the line."""
-    try:
-        tree = ast.parse(source, filename=filename)
-    except SyntaxError as exc:
-        raise PluginCodeError(f"{filename}, line {exc.lineno}: syntax error: {exc.msg}") from exc
-    check_imports(tree, filename)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)  # "prints but never reads 'printed'"
-            code = compile_restricted(source, filename=filename, mode="exec")
-    except SyntaxError as exc:
-        # RestrictedPython reports every refused construct as "Line N: reason".
-        reasons = exc.args[0] if isinstance(exc.args[0], tuple) else exc.args
-        first = str(reasons[0]) if reasons else str(exc)
-        raise PluginCodeError(f"{filename}: {first}") from exc
-    return code
-
-
-def _is_formatter(obj: Any) -> bool:
-    """str and UserString instances, and the classes themselves or any subclass: their
-    `format`/`format_map` walk attributes unguarded (`S.format("{0.__class__}", x)`)."""
-    if isinstance(obj, type):
-        return issubclass(obj, (str, UserString))
-    return isinstance(obj, (str, UserString))
-
-
-def guarded_getattr(obj: Any, name: str, default: Any = None, *args: Any) -> Any:
-    """`_getattr_`: no private names, no str.format attribute walks, no frame/code walks."""
-    if not isinstance(name, str):
-        raise TypeError("attribute name must be a string")
-    if name.startswith("_"):
-        raise SecurityError(f"access to private attribute '{name}' is not allowed")
-    if name in _FORMAT_METHODS and _is_formatter(obj):
-        raise SecurityError(
-            f"str.{name} is not allowed (its fields can walk attributes); use f-strings"
-        )
-    if isinstance(obj, _FRAME_TYPES) and name not in {"__name__"}:
-        # Generators, frames and functions lead to code objects and real globals.
-        raise SecurityError(f"access to '{name}' on {type(obj).__name__} objects is not allowed")
-    if isinstance(obj, types.ModuleType):
-        raise SecurityError("access to raw modules is not allowed")
-    if args:
-        return getattr(obj, name, default)
-    return getattr(obj, name) if default is None else getattr(obj, name, default)
-
-
-def _getattr_builtin(obj: Any, name: str, *default: Any) -> Any:
-    if default:
-        try:
-            return guarded_getattr(obj, name)
-        except AttributeError:
-            return default[0]
-    return guarded_getattr(obj, name)
-
-
-def _hasattr_builtin(obj: Any, name: str) -> bool:
-    try:
-        guarded_getattr(obj, name)
-    except (AttributeError, SecurityError):
-        return False
-    return True
-
-
-def guarded_getitem(obj: Any, key: Any) -> Any:
-    return obj[key]
-
-
-def guarded_getiter(obj: Any) -> Any:
-    return iter(obj)
-
-
-def guarded_apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return func(*args, **kwargs)
-
-
-_INPLACE_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "+=": lambda a, b: a + b,
-    "-=": lambda a, b: a - b,
-    "*=": lambda a, b: a * b,
-    "/=": lambda a, b: a / b,
-    "//=": lambda a, b: a // b,
-    "%=": lambda a, b: a % b,
-    "**=": lambda a, b: a**b,
-    "<<=": lambda a, b: a << b,
-    ">>=": lambda a, b: a >> b,
-    "|=": lambda a, b: a | b,
-    "^=": lambda a, b: a ^ b,
-    "&=": lambda a, b: a & b,
+_IMPORT_HINTS = {
+    "os": "settings come from meta.config; there is no file system or environment",
+    "sys": "there is no interpreter state to reach; return values and use meta.logger",
+    "requests": "use meta.fetch(url, ...) for HTTP",
+    "urllib.request": "use meta.fetch(url, ...) for HTTP",
+    "http.client": "use meta.fetch(url, ...) for HTTP",
+    "socket": "use meta.fetch(url, ...) for HTTP",
+    "logging": "use meta.logger.info(...) or print()",
+    "pathlib": "there is no file system; keep data in meta.storage",
+    "subprocess": "plugins cannot start processes",
+    "threading": "plugins run one task at a time, synchronously",
+    "asyncio": "plugins run synchronously; meta.fetch is a plain call",
+    "pickle": "use json to serialise data",
+    "sqlite3": "keep data in meta.storage",
 }
 
 
-def guarded_inplacevar(op: str, x: Any, y: Any) -> Any:
-    try:
-        return _INPLACE_OPS[op](x, y)
-    except KeyError:
-        raise SecurityError(f"operator {op} is not allowed") from None
-
-
-_SAFE_BUILTIN_NAMES = [
-    "abs",
-    "all",
-    "any",
-    "ascii",
-    "bin",
-    "bool",
-    "bytearray",
-    "bytes",
-    "callable",
-    "chr",
-    "complex",
-    "dict",
-    "divmod",
-    "enumerate",
-    "filter",
-    "float",
-    "frozenset",
-    "hash",
-    "hex",
-    "int",
-    "isinstance",
-    "issubclass",
-    "iter",
-    "len",
-    "list",
-    "map",
-    "max",
-    "min",
-    "next",
-    "oct",
-    "ord",
-    "pow",
-    "range",
-    "repr",
-    "reversed",
-    "round",
-    "set",
-    "slice",
-    "sorted",
-    "str",
-    "sum",
-    "tuple",
-    "zip",
-    "ArithmeticError",
-    "AssertionError",
-    "AttributeError",
-    "Exception",
-    "IndexError",
-    "KeyError",
-    "LookupError",
-    "NameError",
-    "NotImplementedError",
-    "OverflowError",
-    "RecursionError",
-    "RuntimeError",
-    "StopIteration",
-    "TypeError",
-    "UnicodeError",
-    "ValueError",
-    "ZeroDivisionError",
-    "MemoryError",
-    "ImportError",
-    "True",
-    "False",
-    "None",
-]
-
-
-def make_builtins(import_guard: ImportGuard) -> dict[str, Any]:
-    safe = {name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES}
-    safe.update(
-        {
-            "__import__": import_guard,
-            "__build_class__": builtins.__build_class__,
-            "getattr": _getattr_builtin,
-            "hasattr": _hasattr_builtin,
-            "SecurityError": SecurityError,
-        }
+def _import_message(name: str) -> str:
+    hint = _IMPORT_HINTS.get(name) or _IMPORT_HINTS.get(name.split(".")[0])
+    hint = f"{hint}. " if hint else ""
+    return (
+        f"import of '{name}' is not available in plugins. {hint}"
+        "See docs/plugins.md for the modules you can import."
     )
-    return safe
+
+
+def _node_words(node: ast.AST) -> str:
+    """A construct in the author's words."""
+    words = {
+        "AsyncFunctionDef": "'async def'",
+        "Await": "'await'",
+        "AsyncFor": "'async for'",
+        "AsyncWith": "'async with'",
+        "TryStar": "'except*'",
+        "Match": "'match' statements",
+    }
+    return words.get(type(node).__name__, f"this construct ({type(node).__name__.lower()})")
+
+
+_SUGGESTIONS = {
+    "AsyncFunctionDef": "plugins run synchronously: write a plain 'def' (meta.fetch is a plain call)",
+    "Await": "plugins run synchronously: call the function directly",
+    "AsyncFor": "plugins run synchronously: use a plain 'for'",
+    "AsyncWith": "plugins run synchronously: use a plain 'with'",
+    "TryStar": "catch the group with 'except ExceptionGroup as group:' and look at group.exceptions",
+    "Match": "use if/elif with isinstance() and ==",
+}
+
+
+# -- the transformer ---------------------------------------------------------------------------
+
+
+class PluginTransformer(RestrictingNodeTransformer):
+    """RestrictedPython's transformer with this project's policy: ordinary classes, augmented
+    assignment through the guards, annotations, author-worded errors."""
+
+    def __init__(self, import_guard: ImportGuard, future_annotations: bool) -> None:
+        super().__init__()
+        self.import_guard = import_guard
+        self.future_annotations = future_annotations
+        self.problems: list[tuple[int, str]] = []
+        self.bound_names: set[str] = set()
+        self._class_bodies: list[ast.ClassDef] = []
+
+    # errors: kept with their line, reworded where RestrictedPython words them
+    def error(self, node: ast.AST, info: str) -> None:
+        line = getattr(node, "lineno", 0) or 0
+        self.problems.append((line, info))
+
+    def not_allowed(self, node: ast.AST) -> None:
+        name = type(node).__name__
+        suggestion = _SUGGESTIONS.get(name, "write it another way")
+        self.error(node, f"{_node_words(node)} is not supported in plugins: {suggestion}")
+
+    # names
+    def check_name(
+        self, node: Any, name: str | None, allow_magic_methods: bool = False
+    ) -> None:
+        if name is None:
+            return
+        binding = not isinstance(getattr(node, "ctx", None), ast.Load)
+        if name in GUARD_NAMES or _TEMP_NAME.fullmatch(name):
+            self.error(
+                node,
+                f"'{name}' is a name the sandbox uses for its guards: choose another name",
+            )
+        elif guards.is_dunder(name) and binding and name in _UNBINDABLE_DUNDERS:
+            self.error(node, f"'{name}' cannot be assigned in a plugin")
+        elif binding and name in ("print", "printed"):
+            self.error(
+                node,
+                f"'{name}' cannot be redefined in a plugin (print() writes the run's log): "
+                "choose another name",
+            )
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        if node.id in ("print", "printed") or not isinstance(node.ctx, ast.Load):
+            return super().visit_Name(node)
+        self.check_name(node, node.id)
+        return node
+
+    # attributes
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
+        attr = node.attr
+        if isinstance(node.ctx, ast.Load):
+            if attr in INSPECT_ATTRIBUTES:
+                self.error(
+                    node,
+                    f"'.{attr}' is not allowed: frames and code objects are not available to "
+                    "plugins",
+                )
+            elif guards.is_dunder(attr) and attr not in guards.DUNDER_READS and (
+                attr not in guards.CHECKED_METHODS and attr not in guards.PLUGIN_DUNDER_READS
+            ):
+                self.error(
+                    node, f"'.{attr}' cannot be read: {guards.dunder_read_reason(attr)}"
+                )
+            node = self.node_contents_visit(node)
+            new_node = ast.Call(
+                func=ast.Name("_getattr_", ast.Load()),
+                args=[node.value, ast.Constant(attr)],
+                keywords=[],
+            )
+            copy_locations(new_node, node)
+            return new_node
+        if guards.is_dunder(attr) and attr not in guards.DUNDER_WRITES:
+            self.error(node, f"'.{attr}' cannot be assigned in a plugin")
+        node = self.node_contents_visit(node)
+        new_value = ast.Call(func=ast.Name("_write_", ast.Load()), args=[node.value], keywords=[])
+        copy_locations(new_value, node.value)
+        node.value = new_value
+        return node
+
+    # calls: builtins that do not exist here are reported at load time, with what to do
+    # instead; `f(*args, **kwargs)` goes through `_apply_` (RestrictedPython's convention)
+    def visit_Call(self, node: ast.Call) -> Any:
+        func = node.func
+        if (
+            isinstance(func, ast.Name)
+            and func.id in guards.MISSING_BUILTINS
+            and func.id not in self.bound_names
+        ):
+            self.error(node, f"{func.id}() is not available: {guards.MISSING_BUILTINS[func.id]}")
+        needs_wrap = any(isinstance(a, ast.Starred) for a in node.args) or any(
+            k.arg is None for k in node.keywords
+        )
+        node = self.node_contents_visit(node)
+        if needs_wrap:
+            node.args.insert(0, node.func)
+            node.func = ast.Name("_apply_", ast.Load())
+            copy_locations(node.func, node.args[0])
+        return node
+
+    # imports
+    def check_import_names(self, node: ast.Import | ast.ImportFrom) -> Any:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                self.error(node, "relative imports are not allowed: a plugin is a single file")
+            elif not self.import_guard.allows(node.module or "", [a.name for a in node.names]):
+                self.error(node, _import_message(node.module or ""))
+        else:
+            for alias in node.names:
+                if not self.import_guard.allows(alias.name):
+                    self.error(node, _import_message(alias.name))
+        for alias in node.names:
+            if alias.name == "*":
+                self.error(node, "'import *' is not allowed: import the names you use")
+            bound = alias.asname or alias.name.split(".")[0]
+            if alias.name != "*":
+                self._check_binding(node, bound)
+        return self.node_contents_visit(node)
+
+    def _check_binding(self, node: ast.AST, name: str) -> None:
+        store = ast.Name(name, ast.Store())
+        copy_locations(store, node)
+        self.check_name(store, name)
+
+    def check_function_argument_names(self, node: Any) -> None:
+        args = node.args
+        for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+            if arg is not None:
+                self._check_binding(node, arg.arg)
+
+    # definitions
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        in_class = bool(self._class_bodies) and node in self._class_bodies[-1].body
+        if not (in_class and guards.is_dunder(node.name)):
+            self._check_binding(node, node.name)
+        elif node.name in _UNBINDABLE_DUNDERS:
+            self.error(node, f"'{node.name}' cannot be defined in a plugin")
+        self.check_function_argument_names(node)
+        self._skip_annotations(node)
+        saved, self._class_bodies = self._class_bodies, []
+        try:
+            with self.print_info.new_print_scope():
+                node = self.node_contents_visit(node)
+                self.inject_print_collector(node)
+        finally:
+            self._class_bodies = saved
+        return node
+
+    def visit_Lambda(self, node: ast.Lambda) -> Any:
+        self.check_function_argument_names(node)
+        return self.node_contents_visit(node)
+
+    def _skip_annotations(self, node: ast.FunctionDef) -> None:
+        """Under `from __future__ import annotations` annotations are never evaluated (they
+        become strings): leave them untransformed so the strings read as written."""
+        if not self.future_annotations:
+            return
+        args = node.args
+        for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+            if arg is not None and arg.annotation is not None:
+                arg.annotation = _Verbatim.wrap(arg.annotation)
+        if node.returns is not None:
+            node.returns = _Verbatim.wrap(node.returns)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> Any:
+        self._check_binding(node, node.name)
+        self._class_bodies.append(node)
+        try:
+            node = self.node_contents_visit(node)
+        finally:
+            self._class_bodies.pop()
+        if not any(k.arg == "metaclass" for k in node.keywords):
+            # RestrictedPython's convention: classes are built by __metaclass__ (type), through
+            # the guarded __build_class__ that records them as the plugin's.
+            meta = ast.keyword(arg="metaclass", value=ast.Name("__metaclass__", ast.Load()))
+            copy_locations(meta, node)
+            node.keywords.append(meta)
+        return node
+
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> Any:
+        for name in node.names:
+            self._check_binding(node, name)
+        return node
+
+    def visit_Global(self, node: ast.Global) -> Any:
+        for name in node.names:
+            self._check_binding(node, name)
+        return node
+
+    # annotations: `x: int = 0`, dataclass fields
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        if self.future_annotations:
+            node.annotation = _Verbatim.wrap(node.annotation)
+        return self.node_contents_visit(node)
+
+    # augmented assignment: every operand evaluated once, reads and writes through the guards
+    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
+        op = ast.Constant(IOPERATOR_TO_STR[type(node.op)])
+        target = node.target
+        if isinstance(target, ast.Name):
+            return super().visit_AugAssign(node)
+        if isinstance(target, ast.Attribute):
+            if guards.is_dunder(target.attr) and target.attr not in guards.DUNDER_WRITES:
+                self.error(node, f"'.{target.attr}' cannot be assigned in a plugin")
+            obj = self.visit(target.value)
+            value = self.visit(node.value)
+            tmp = self.gen_tmp_name()
+            statements: list[ast.stmt] = [
+                ast.Assign(targets=[ast.Name(tmp, ast.Store())], value=obj),
+                ast.Assign(
+                    targets=[
+                        ast.Attribute(
+                            value=_call("_write_", ast.Name(tmp, ast.Load())),
+                            attr=target.attr,
+                            ctx=ast.Store(),
+                        )
+                    ],
+                    value=_call(
+                        "_inplacevar_",
+                        op,
+                        _call("_getattr_", ast.Name(tmp, ast.Load()), ast.Constant(target.attr)),
+                        value,
+                    ),
+                ),
+            ]
+        elif isinstance(target, ast.Subscript):
+            obj = self.visit(target.value)
+            key = target.slice
+            if isinstance(key, ast.Slice):
+                key = _call(
+                    "slice",
+                    *(part or ast.Constant(None) for part in (key.lower, key.upper, key.step)),
+                )
+            key = self.visit(key)
+            value = self.visit(node.value)
+            tmp_obj, tmp_key = self.gen_tmp_name(), self.gen_tmp_name()
+            statements = [
+                ast.Assign(targets=[ast.Name(tmp_obj, ast.Store())], value=obj),
+                ast.Assign(targets=[ast.Name(tmp_key, ast.Store())], value=key),
+                ast.Assign(
+                    targets=[
+                        ast.Subscript(
+                            value=_call("_write_", ast.Name(tmp_obj, ast.Load())),
+                            slice=ast.Name(tmp_key, ast.Load()),
+                            ctx=ast.Store(),
+                        )
+                    ],
+                    value=_call(
+                        "_inplacevar_",
+                        op,
+                        _call(
+                            "_getitem_",
+                            ast.Name(tmp_obj, ast.Load()),
+                            ast.Name(tmp_key, ast.Load()),
+                        ),
+                        value,
+                    ),
+                ),
+            ]
+        else:  # pragma: no cover - the grammar has no other targets
+            self.not_allowed(node)
+            return node
+        for statement in statements:
+            ast.copy_location(statement, node)
+            ast.fix_missing_locations(statement)
+        return statements
+
+    def visit__Verbatim(self, node: Any) -> Any:
+        return node.inner  # left as written
+
+
+class _Verbatim(ast.expr):
+    """An annotation left as written (not transformed): unwrapped after the transform."""
+
+    _fields = ("inner",)
+
+    @staticmethod
+    def wrap(inner: ast.expr) -> Any:
+        wrapper = _Verbatim()
+        wrapper.inner = inner  # type: ignore[attr-defined]
+        return wrapper
+
+
+def _call(name: str, *args: ast.expr) -> ast.Call:
+    return ast.Call(func=ast.Name(name, ast.Load()), args=list(args), keywords=[])
+
+
+def _module_bindings(tree: ast.AST) -> set[str]:
+    """Every name the plugin binds anywhere (so a plugin's own `open()` is not reported as the
+    missing builtin)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add(node.asname or node.name.split(".")[0])
+    return names
+
+
+def _has_future_annotations(tree: ast.Module) -> bool:
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
+            if any(alias.name == "annotations" for alias in stmt.names):
+                return True
+        elif not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+            break
+    return False
+
+
+_DEFAULT_GUARD = ImportGuard()
+
+
+def _transform(source: str, filename: str, import_guard: ImportGuard) -> ast.Module:
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        raise PluginCodeError(
+            [f"{filename}, line {exc.lineno}: syntax error: {exc.msg}"]
+        ) from exc
+    transformer = PluginTransformer(import_guard, _has_future_annotations(tree))
+    transformer.bound_names = _module_bindings(tree)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        tree = transformer.visit(tree)
+    if transformer.problems:
+        problems = sorted(set(transformer.problems))
+        raise PluginCodeError([f"{filename}, line {line}: {text}" for line, text in problems])
+    ast.fix_missing_locations(tree)
+    return tree
+
+
+def check_source(
+    source: str, filename: str = "main.py", import_guard: ImportGuard | None = None
+) -> None:
+    """Raise PluginCodeError listing every refused construct of `source` (with its line and a
+    suggestion), or return if it would load. Used by `plugins install` and `run`."""
+    _transform(source, filename, import_guard or _DEFAULT_GUARD)
+
+
+def compile_plugin(
+    source: str, filename: str = "main.py", import_guard: ImportGuard | None = None
+) -> types.CodeType:
+    """Compile plugin source under the policy. Raises PluginCodeError naming every problem.
+    `dont_inherit`: the plugin gets only the future flags it asks for, never this module's."""
+    tree = _transform(source, filename, import_guard or _DEFAULT_GUARD)
+    return compile(tree, filename, "exec", dont_inherit=True)
+
+
+_PLUGIN_MODULES: set[str] = set()
+
+
+def _plugin_module(name: str) -> types.ModuleType:
+    """The module object whose namespace a plugin runs in, registered in sys.modules as CPython
+    would an imported module (dataclasses and enum look classes' modules up there). Named after
+    the plugin unless a real module has that name."""
+    import sys
+
+    if name in sys.modules and name not in _PLUGIN_MODULES:
+        name = f"plugin_{name}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    _PLUGIN_MODULES.add(name)
+    return module
 
 
 def make_globals(
-    import_guard: ImportGuard, print_factory: Callable[..., Any], name: str = "plugin"
+    import_guard: ImportGuard,
+    print_factory: Callable[..., Any],
+    name: str = "plugin",
+    fetch_error: type | None = None,
 ) -> dict[str, Any]:
     """Fresh globals for one execution of a plugin module, with every guard RestrictedPython's
     transformed code calls."""
-    return {
-        "__builtins__": make_builtins(import_guard),
-        "__name__": name,
-        "__metaclass__": type,
-        "_getattr_": guarded_getattr,
-        "_getitem_": guarded_getitem,
-        "_getiter_": guarded_getiter,
-        "_write_": full_write_guard,
-        "_unpack_sequence_": guarded_unpack_sequence,
-        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
-        "_inplacevar_": guarded_inplacevar,
-        "_apply_": guarded_apply,
-        "_print_": print_factory,
-    }
+    if fetch_error is None:
+        from sandbox.meta import FetchError
+
+        fetch_error = FetchError
+    glb = _plugin_module(name).__dict__
+    glb.update(
+        {
+            "__builtins__": guards.make_builtins(import_guard, fetch_error),
+            "__metaclass__": type,
+            "_print_": print_factory,
+            "_unpack_sequence_": _unpack_sequence,
+            "_iter_unpack_sequence_": _iter_unpack_sequence,
+            **guards.GUARDS,
+        }
+    )
+    guards.enter_plugin_globals(glb)
+    return glb
+
+
+def plugin_runtime_names() -> dict[str, Any]:
+    """What `import plugin_runtime` gives a plugin: the errors the docs name."""
+    from sandbox.meta import FetchError
+
+    return {"FetchError": FetchError, "SecurityError": SecurityError}
+
+
+def _unpack_sequence(*args: Any) -> Any:
+    from RestrictedPython.Guards import guarded_unpack_sequence
+
+    return guarded_unpack_sequence(*args)
+
+
+def _iter_unpack_sequence(*args: Any) -> Any:
+    from RestrictedPython.Guards import guarded_iter_unpack_sequence
+
+    return guarded_iter_unpack_sequence(*args)

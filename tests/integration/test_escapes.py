@@ -40,21 +40,21 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "format-map": (
         """
         def run_every_minute(meta):
-            return "{m.__class__}".format_map({"m": meta})
+            return "{m._channel}".format_map({"m": meta})
         """,
         "error",
     ),
     "str-format-unbound": (
         """
         def run_every_minute(meta):
-            return str.format("{0.__class__}", meta)
+            return str.format("{0._channel}", meta)
         """,
         "error",
     ),
     "getattr-format": (
         """
         def run_every_minute(meta):
-            return getattr("{0.__class__}", "format")(meta)
+            return getattr("{0._channel}", "format")(meta)
         """,
         "error",
     ),
@@ -64,7 +64,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
             pass
 
         def run_every_minute(meta):
-            return S.format("{0.__class__}", meta)
+            return S.format("{0._channel}", meta)
         """,
         "error",
     ),
@@ -74,7 +74,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
             pass
 
         def run_every_minute(meta):
-            return S("{0.__class__}").format(meta)
+            return S("{0._channel}").format(meta)
         """,
         "error",
     ),
@@ -92,7 +92,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
         import collections
 
         def run_every_minute(meta):
-            return str(collections.UserString("{m.__class__}").format_map({"m": meta}))
+            return str(collections.UserString("{m._channel}").format_map({"m": meta}))
         """,
         "error",
     ),
@@ -101,7 +101,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
         import string
 
         def run_every_minute(meta):
-            return string.Formatter().format("{0.__class__}", meta)
+            return string.Formatter().format("{0._channel}", meta)
         """,
         "error",
     ),
@@ -110,16 +110,20 @@ ATTACKS: dict[str, tuple[str, str]] = {
         from string import Formatter
 
         def run_every_minute(meta):
-            return Formatter().format("{0.__class__}", meta)
+            return Formatter().format("{0._channel}", meta)
         """,
         "error",
     ),
-    "string-template": (
+    "string-template-walk": (
         """
         import string
 
+        class Walker(string.Template):
+            idpattern = r"[a-z_.]+"
+
         def run_every_minute(meta):
-            return string.Template("$x").substitute(x=meta)
+            # Template looks the whole name up in the mapping; it never walks attributes.
+            return Walker("$m._channel").substitute(m=meta)
         """,
         "error",
     ),
@@ -205,7 +209,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "class-by-concatenation": (
         """
         def run_every_minute(meta):
-            return str(getattr((), "__cl" + "ass__"))
+            return str(getattr(getattr((), "__cl" + "ass__"), "__ba" + "ses__"))
         """,
         "error",
     ),
@@ -220,7 +224,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "type-builtin": (
         """
         def run_every_minute(meta):
-            return str(type(meta))
+            return str(vars(type(meta)))
         """,
         "error",
     ),
@@ -229,7 +233,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
         def run_every_minute(meta):
             return str(meta._channel)
         """,
-        "bad_plugin",
+        "error",
     ),
     "hasattr-probe": (
         """
@@ -300,7 +304,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
 
         def run_every_minute(meta):
             x = getattr(meta, "__class__")  # the plugin's own function: no walk
-            return str(x.__class__)
+            return str(x.__subclasses__())
         """,
         "bad_plugin",
     ),
@@ -386,14 +390,14 @@ ATTACKS: dict[str, tuple[str, str]] = {
         def run_every_minute(meta):
             return open("/etc/passwd").read()
         """,
-        "error",
+        "bad_plugin",
     ),
     "globals-builtin": (
         """
         def run_every_minute(meta):
             return str(globals())
         """,
-        "error",
+        "bad_plugin",
     ),
     # -- allowed modules' helpers that do unguarded attribute work --------------------------
     "operator-attrgetter": (
@@ -426,12 +430,8 @@ ATTACKS: dict[str, tuple[str, str]] = {
             # merge json's real globals (and real __builtins__) into ours, then use them
             functools.update_wrapper(helper, json.dumps, assigned=(), updated=("__globals__",))
 
-            def inner():
-                real = globals()["__builtins__"]
-                os = real["__import__"]("os")
-                return real["getattr"](os, "getuid")()
-
-            return inner()
+            real = getattr(helper, "__glob" + "als__")["__builtins__"]
+            return real["getattr"](real["__import__"]("os"), "getuid")()
         """,
         "error",
     ),
@@ -539,6 +539,7 @@ def test_escape_is_refused(sandbox: Sandbox, tmp_path: Path, name: str) -> None:
             "SecurityError",
             "AttributeError",
             "ImportError",
+            "KeyError",
             "NameError",
             "TypeError",
             "ValueError",

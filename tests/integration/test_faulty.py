@@ -76,7 +76,7 @@ EXPECTED: dict[str, Expected] = {
         "bad_plugin", QUICK_S, _error_type("PluginCodeError", in_message="line 2: import of 'os'")
     ),
     "attribute_walk": Expected(
-        "bad_plugin", QUICK_S, _error_type("PluginCodeError", in_message="Line 4")
+        "bad_plugin", QUICK_S, _error_type("PluginCodeError", in_message="line 4")
     ),
     "attribute_walk_format": Expected(
         "error", QUICK_S, _error_type("SecurityError", in_message="str.format")

@@ -1,5 +1,5 @@
 def run_every_minute(meta):
-    # No dunder in the source, so it compiles; str.format would reach obj.__class__ at run
-    # time, which the attribute guard refuses.
-    template = "{0.__class__}"
+    # No dunder in the source, so it compiles; str.format would walk to the class graph at run
+    # time: its fields go through the attribute guard, which refuses.
+    template = "{0.__class__.__subclasses__}"
     return template.format(meta)
