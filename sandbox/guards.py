@@ -336,8 +336,11 @@ def _filter_value(obj: object, name: str, value: Any) -> Any:
     return value
 
 
+_BOUND_TYPES = (types.MethodWrapperType, types.BuiltinMethodType, types.MethodType)
+
+
 def _bound_self(value: Any) -> tuple[bool, Any]:
-    if isinstance(value, (types.MethodWrapperType, types.BuiltinMethodType, types.MethodType)):
+    if type(value) in _BOUND_TYPES:
         return True, value.__self__
     return False, None
 
@@ -391,37 +394,37 @@ def safe_format(template: str, args: Any, kwargs: Any) -> str:
 
 
 def _checked_method(name: str, value: Any) -> Any:
-    """`object.__setattr__`, `super().__setattr__`, `dict.__setitem__`, a descriptor's `__set__`
-    and friends: the same checks as the statement they stand for."""
+    """`object.__setattr__`, `super().__setattr__`, `dict.__setitem__`, a descriptor's `__set__`,
+    `object.__getattribute__` and friends: the same checks as the statement they stand for.
+    Which argument is the object acted on depends on the method and on whether it is bound."""
     bound, target = _bound_self(value)
-    writes = name != "__getattribute__"
-    item = name in ("__setitem__", "__delitem__")
+    descriptor = name in ("__set__", "__delete__")
 
-    def check(obj: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        if writes and not may_write(obj):
-            raise SecurityError(f"{_type_name(obj)} objects cannot be changed by plugins")
-        if item or name in ("__set__", "__delete__"):
-            return args
-        if not args:
-            return args
-        attr = exact_str(args[0])
-        if writes:
-            check_write_name(attr)
+    def call(*args: Any) -> Any:
+        full = args if not bound else (target, *args)
+        # (self, instance, value) for descriptors; (obj, name, ...) / (obj, key, ...) otherwise
+        index = 1 if descriptor else 0
+        if len(full) <= index:
+            return value(*args)
+        obj = full[index]
+        rest = list(full[index + 1 :])
+        if name == "__getattribute__":
+            if rest:
+                rest[0] = exact_str(rest[0])
+                _check_read(obj, rest[0])
         else:
-            _check_read(obj, attr)
-        return (attr, *args[1:])
+            if not may_write(obj):
+                raise SecurityError(f"{_type_name(obj)} objects cannot be changed by plugins")
+            if name in ("__setattr__", "__delattr__") and rest:
+                rest[0] = exact_str(rest[0])
+                check_write_name(rest[0])
+        new = (*full[: index + 1], *rest)
+        result = value(*(new[1:] if bound else new))
+        if name == "__getattribute__" and rest:
+            return _filter_value(obj, rest[0], result)
+        return result
 
-    if bound:
-
-        def call_bound(*args: Any) -> Any:
-            return value(*check(target, args))
-
-        return call_bound
-
-    def call_unbound(obj: Any, *args: Any) -> Any:
-        return value(obj, *check(obj, args))
-
-    return call_unbound
+    return call
 
 
 def check_write_name(name: str) -> None:
@@ -451,15 +454,13 @@ def guarded_hasattr(obj: Any, name: Any) -> bool:
 def guarded_setattr(obj: Any, name: Any, value: Any) -> None:
     name = exact_str(name)
     check_write_name(name)
-    guarded_write(obj)
-    setattr(obj, name, value)
+    setattr(guarded_write(obj), name, value)
 
 
 def guarded_delattr(obj: Any, name: Any) -> None:
     name = exact_str(name)
     check_write_name(name)
-    guarded_write(obj)
-    delattr(obj, name)
+    delattr(guarded_write(obj), name)
 
 
 def guarded_vars(*args: Any) -> Any:

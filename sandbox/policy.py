@@ -41,6 +41,7 @@ __all__ = [
     "SecurityError",
     "check_source",
     "compile_plugin",
+    "plugin_code_problems",
     "make_globals",
 ]
 
@@ -120,7 +121,7 @@ _IMPORT_HINTS = {
 
 def _import_message(name: str) -> str:
     hint = _IMPORT_HINTS.get(name) or _IMPORT_HINTS.get(name.split(".")[0])
-    hint = f"{hint}. " if hint else ""
+    hint = f"{hint[0].upper()}{hint[1:]}. " if hint else ""
     return (
         f"import of '{name}' is not available in plugins. {hint}"
         "See docs/plugins.md for the modules you can import."
@@ -135,7 +136,7 @@ def _node_words(node: ast.AST) -> str:
         "AsyncFor": "'async for'",
         "AsyncWith": "'async with'",
         "TryStar": "'except*'",
-        "Match": "'match' statements",
+        "Match": "'match'",
     }
     return words.get(type(node).__name__, f"this construct ({type(node).__name__.lower()})")
 
@@ -257,10 +258,23 @@ class PluginTransformer(RestrictingNodeTransformer):
     # imports
     def check_import_names(self, node: ast.Import | ast.ImportFrom) -> Any:
         if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            names = [a.name for a in node.names if a.name != "*"]
             if node.level:
                 self.error(node, "relative imports are not allowed: a plugin is a single file")
-            elif not self.import_guard.allows(node.module or "", [a.name for a in node.names]):
-                self.error(node, _import_message(node.module or ""))
+            elif module in self.import_guard.allowed:
+                available = views.view_attrs(self.import_guard.view(module))
+                for name in names:
+                    if name not in available:
+                        self.error(
+                            node,
+                            f"cannot import '{name}' from '{module}': it is not available to "
+                            "plugins (see docs/plugins.md)",
+                        )
+            elif not self.import_guard.allows(module, names):
+                missing = [n for n in names if f"{module}.{n}" not in self.import_guard.allowed]
+                shown = f"{module}.{missing[0]}" if self._is_package(module) and missing else module
+                self.error(node, _import_message(shown))
         else:
             for alias in node.names:
                 if not self.import_guard.allows(alias.name):
@@ -272,6 +286,9 @@ class PluginTransformer(RestrictingNodeTransformer):
             if alias.name != "*":
                 self._check_binding(node, bound)
         return self.node_contents_visit(node)
+
+    def _is_package(self, module: str) -> bool:
+        return any(name.startswith(module + ".") for name in self.import_guard.allowed)
 
     def _check_binding(self, node: ast.AST, name: str) -> None:
         store = ast.Name(name, ast.Store())
@@ -495,6 +512,15 @@ def check_source(
     """Raise PluginCodeError listing every refused construct of `source` (with its line and a
     suggestion), or return if it would load. Used by `plugins install` and `run`."""
     _transform(source, filename, import_guard or _DEFAULT_GUARD)
+
+
+def plugin_code_problems(source: str, filename: str = "main.py") -> list[str]:
+    """Every refused construct of `source`, one message each (empty when it would load)."""
+    try:
+        check_source(source, filename)
+    except PluginCodeError as exc:
+        return exc.problems
+    return []
 
 
 def compile_plugin(

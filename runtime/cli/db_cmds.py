@@ -204,6 +204,17 @@ def plugins_group() -> None:
 def plugins_install(directory: str, database_url: str | None) -> None:
     """Install the plugin in DIRECTORY, or update the installed plugin of the same name."""
     plugin = load_plugin(directory)
+    from sandbox.policy import plugin_code_problems  # lazy: the compiler is not needed elsewhere
+
+    problems = plugin_code_problems(plugin.source, plugin.manifest.main)
+    if problems:
+        # Every refused construct at once, one per line, so the author fixes them in one pass.
+        click.echo(
+            f"error: invalid plugin: {len(problems)} problem(s) in {plugin.manifest.main}:", err=True
+        )
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        raise click.exceptions.Exit(EXIT_BAD_INPUT)
     with open_database(database_url) as conn:
         plugin_id = store.install_plugin(conn, plugin)
     tasks = store.plugin_tasks_json(plugin)

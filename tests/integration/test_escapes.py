@@ -487,6 +487,325 @@ ATTACKS: dict[str, tuple[str, str]] = {
         """,
         "error",
     ),
+    # -- layer 1 trusts nothing the plugin made (names, hooks, memo objects, metaclasses) ----
+    "str-subclass-name": (
+        """
+        class Sneaky(str):
+            def startswith(self, prefix, *args):
+                return False
+
+            def __eq__(self, other):
+                return False
+
+            def __hash__(self):
+                return 7
+
+        def run_every_minute(meta):
+            return str(getattr(meta, Sneaky("_channel")))
+        """,
+        "error",
+    ),
+    "str-subclass-name-hasattr-setattr": (
+        """
+        class Sneaky(str):
+            def startswith(self, prefix, *args):
+                return False
+
+        def run_every_minute(meta):
+            setattr(meta.storage, Sneaky("_data"), {"k": "forged"})
+            return meta.storage.get("k")
+        """,
+        "error",
+    ),
+    "copy-deepcopy-memo": (
+        """
+        import copy
+
+        def run_every_minute(meta):
+            # deepcopy keeps every original it visits in memo[id(memo)]: the config's private dict
+            memo = {}
+            copy.deepcopy([meta.config], memo)
+            return [str(o) for o in memo.get(id(memo), [])]
+        """,
+        "error",
+    ),
+    "copy-dispatch-table": (
+        """
+        import copy
+
+        def run_every_minute(meta):
+            copy.dispatch_table[type(meta)] = lambda m: (dict, ())
+            return "dispatch table written"
+        """,
+        "error",
+    ),
+    "copy-reduce-writes-runtime-object": (
+        """
+        import copy
+
+        def run_every_minute(meta):
+            target = meta.storage
+
+            class Evil:
+                def __reduce__(self):
+                    # _reconstruct would apply this state to `target` with __dict__.update
+                    return (lambda: target, (), {"_data": {"k": "forged"}})
+
+            copy.copy(Evil())
+            return meta.storage.get("k")
+        """,
+        "error",
+    ),
+    "deepcopy-reduce-slotstate-setattr": (
+        """
+        import copy
+        import json
+
+        class Evil:
+            def __reduce_ex__(self, protocol):
+                # slot state is applied with a raw setattr: a module view, a class, a guard
+                return (lambda: json.JSONEncoder, (), (None, {"item_separator": "HACKED"}))
+
+        def run_every_minute(meta):
+            copy.deepcopy(Evil())
+            return json.dumps([1, 2])
+        """,
+        "error",
+    ),
+    "dataclasses-asdict-reduce": (
+        """
+        import dataclasses
+
+        def run_every_minute(meta):
+            target = meta.storage
+
+            class Evil:
+                def __reduce__(self):
+                    return (lambda: target, (), {"_data": {"k": "forged"}})
+
+            @dataclasses.dataclass
+            class Box:
+                item: object
+
+            dataclasses.asdict(Box(Evil()))  # deep-copies with the real copy module
+            return meta.storage.get("k")
+        """,
+        "error",
+    ),
+    "object-getattribute-private": (
+        """
+        def run_every_minute(meta):
+            return str(object.__getattribute__(meta, "_channel"))
+        """,
+        "error",
+    ),
+    "object-getattribute-format": (
+        """
+        def run_every_minute(meta):
+            return object.__getattribute__("{0._channel}", "format")(meta)
+        """,
+        "error",
+    ),
+    "object-setattr-runtime-object": (
+        """
+        def run_every_minute(meta):
+            object.__setattr__(meta.storage, "_data", {"k": "forged"})
+            return meta.storage.get("k")
+        """,
+        "error",
+    ),
+    "type-setattr-library-class": (
+        """
+        import json
+
+        def run_every_minute(meta):
+            type.__setattr__(json.JSONEncoder, "item_separator", "HACKED")
+            return json.dumps([1, 2])
+        """,
+        "error",
+    ),
+    "descriptor-set-on-runtime-object": (
+        """
+        class Box:
+            @property
+            def value(self):
+                return 1
+
+            @value.setter
+            def value(self, v):
+                pass
+
+        class Holder:
+            data = property(lambda self: 0, lambda self, v: None)
+
+        def run_every_minute(meta):
+            # a bound __set__ of the plugin's own descriptor, applied to a runtime object
+            setter = Holder.__dict__["data"].__set__
+            setter(meta.storage, {"k": "forged"})
+            slot = object.__setattr__
+            slot(meta.run, "attempt", 99)
+            return meta.run.attempt
+        """,
+        "error",
+    ),
+    "metaclass-eq-hash-fakes-plugin-class": (
+        """
+        import json
+
+        class FakeMeta(type):
+            def __eq__(cls, other):
+                return True
+
+            def __hash__(cls):
+                return hash(json.JSONEncoder)
+
+        class Fake(metaclass=FakeMeta):
+            pass
+
+        def run_every_minute(meta):
+            json.JSONEncoder.item_separator = "HACKED"
+            return json.dumps([1, 2])
+        """,
+        "error",
+    ),
+    "subclass-reaches-library-private": (
+        """
+        import random
+
+        class Mine(random.Random):
+            pass
+
+        def run_every_minute(meta):
+            return Mine(1)._randbelow(10)
+        """,
+        "error",
+    ),
+    "super-format-walk": (
+        """
+        class S(str):
+            def format(self, *args):
+                return super().format(*args)
+
+        def run_every_minute(meta):
+            return S("{0._channel}").format(meta)
+        """,
+        "error",
+    ),
+    "dataclass-on-library-class": (
+        """
+        import dataclasses
+        import string
+
+        def run_every_minute(meta):
+            dataclasses.dataclass(string.Template)
+            return "library class rewritten"
+        """,
+        "error",
+    ),
+    "dataclass-field-name-injection": (
+        """
+        import dataclasses
+
+        class Row:
+            a: int = 0
+
+        def run_every_minute(meta):
+            Row.__annotations__["b=0):\\n  import os\\n  return os.getuid() #"] = int
+            return str(dataclasses.dataclass(Row)())
+        """,
+        "error",
+    ),
+    "total-ordering-on-library-class": (
+        """
+        import functools
+        import string
+
+        def run_every_minute(meta):
+            functools.total_ordering(string.Template)
+            return "library class rewritten"
+        """,
+        "error",
+    ),
+    "wraps-copies-runtime-dict": (
+        """
+        import functools
+
+        def run_every_minute(meta):
+            def helper():
+                pass
+
+            functools.update_wrapper(helper, meta)
+            return str(helper._channel)
+        """,
+        "error",
+    ),
+    "typing-get-type-hints-eval": (
+        """
+        import typing
+
+        def f(x: "().__class__.__base__.__subclasses__()"):
+            pass
+
+        def run_every_minute(meta):
+            return str(typing.get_type_hints(f))
+        """,
+        "error",
+    ),
+    "enum-global-enum": (
+        """
+        import enum
+
+        def run_every_minute(meta):
+            return str(enum.global_enum)
+        """,
+        "error",
+    ),
+    "frozen-module-list": (
+        """
+        import urllib.parse
+
+        def run_every_minute(meta):
+            urllib.parse.uses_netloc.append("evil")
+            return list(urllib.parse.uses_netloc)
+        """,
+        "error",
+    ),
+    "module-view-private-slot": (
+        """
+        import json
+
+        def run_every_minute(meta):
+            return str(getattr(type(json), "_view_attrs"))
+        """,
+        "error",
+    ),
+    "operator-setitem-module-dict": (
+        """
+        import operator
+        import json
+
+        def run_every_minute(meta):
+            operator.setitem(json, "dumps", None)
+            return "view changed"
+        """,
+        "error",
+    ),
+    "vars-of-runtime-object": (
+        """
+        def run_every_minute(meta):
+            return str(vars(meta)["_channel"])
+        """,
+        "error",
+    ),
+    "redirect-stdout": (
+        """
+        import contextlib
+
+        def run_every_minute(meta):
+            return str(contextlib.redirect_stdout)
+        """,
+        "error",
+    ),
 }
 
 
