@@ -122,8 +122,7 @@ def may_write(obj: object) -> bool:
     if _is_class(obj):
         return False  # classes the plugin did not define (stdlib, runtime, builtins)
     if t is types.FunctionType:
-        g = _FUNC_GLOBALS(obj)
-        return _PLUGIN_GLOBALS.get(id(g)) is g
+        return _plugin_function(obj)
     module = _TYPE_DICT(t).get("__module__")
     if isinstance(module, str) and module.startswith(_RUNTIME_MODULE_PREFIXES):
         return False
@@ -289,8 +288,11 @@ def _check_read(obj: object, name: str) -> None:
     if is_dunder(name):
         if name in DUNDER_READS or name in CHECKED_METHODS:
             return
-        if name in PLUGIN_DUNDER_READS and plugin_owned(obj) and not _is_protected(obj):
-            return
+        if name in PLUGIN_DUNDER_READS and not _is_protected(obj):
+            if plugin_owned(obj) or _plugin_function(obj):
+                return
+            if not _is_class(obj) and may_write(obj):
+                return  # the plugin's own object of a library type (a SimpleNamespace)
         raise SecurityError(f"'{name}' cannot be read: {dunder_read_reason(name)}")
     if name in PUBLIC_UNDERSCORE and (plugin_owned(obj) or _is_namedtuple(obj)):
         return
@@ -301,13 +303,25 @@ def _check_read(obj: object, name: str) -> None:
         )
 
 
+def _plugin_function(obj: object) -> bool:
+    """A function (or a method of one) defined by plugin code."""
+    if type(obj) is types.MethodType:
+        obj = obj.__func__
+    if type(obj) is not types.FunctionType:
+        return False
+    g = _FUNC_GLOBALS(obj)
+    return _PLUGIN_GLOBALS.get(id(g)) is g
+
+
 def _is_protected(obj: object) -> bool:
     return (id(obj) in _PROTECTED and _PROTECTED[id(obj)] is obj) or type(obj) in _PROTECTED_TYPES
 
 
 def _is_namedtuple(obj: object) -> bool:
     cls = obj if _is_class(obj) else type(obj)
-    return issubclass(cls, tuple) and "_fields" in _TYPE_DICT(cls)  # type: ignore[arg-type]
+    return issubclass(cls, tuple) and any(  # type: ignore[arg-type]
+        "_fields" in _TYPE_DICT(k) for k in _MRO(cls)
+    )
 
 
 _QUALNAME = type.__dict__["__qualname__"].__get__

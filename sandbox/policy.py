@@ -165,6 +165,7 @@ class PluginTransformer(RestrictingNodeTransformer):
         self.problems: list[tuple[int, str]] = []
         self.bound_names: set[str] = set()
         self._class_bodies: list[ast.ClassDef] = []
+        self._class_names: list[str] = []  # enclosing classes, for private-name mangling
 
     # errors: kept with their line, reworded where RestrictedPython words them
     def error(self, node: ast.AST, info: str) -> None:
@@ -204,8 +205,16 @@ class PluginTransformer(RestrictingNodeTransformer):
         return node
 
     # attributes
+    def _mangle(self, attr: str) -> str:
+        """`self.__x` inside class C means `self._C__x` (CPython mangles it at compile time; the
+        guard call below takes the name as a string, so it is mangled here)."""
+        if not self._class_names or not attr.startswith("__") or attr.endswith("__"):
+            return attr
+        owner = self._class_names[-1].lstrip("_")
+        return f"_{owner}{attr}" if owner else attr
+
     def visit_Attribute(self, node: ast.Attribute) -> Any:
-        attr = node.attr
+        attr = node.attr = self._mangle(node.attr)
         if isinstance(node.ctx, ast.Load):
             if attr in INSPECT_ATTRIBUTES:
                 self.error(
@@ -338,10 +347,12 @@ class PluginTransformer(RestrictingNodeTransformer):
     def visit_ClassDef(self, node: ast.ClassDef) -> Any:
         self._check_binding(node, node.name)
         self._class_bodies.append(node)
+        self._class_names.append(node.name)
         try:
             node = self.node_contents_visit(node)
         finally:
             self._class_bodies.pop()
+            self._class_names.pop()
         if not any(k.arg == "metaclass" for k in node.keywords):
             # RestrictedPython's convention: classes are built by __metaclass__ (type), through
             # the guarded __build_class__ that records them as the plugin's.
@@ -373,6 +384,7 @@ class PluginTransformer(RestrictingNodeTransformer):
         if isinstance(target, ast.Name):
             return super().visit_AugAssign(node)
         if isinstance(target, ast.Attribute):
+            target.attr = self._mangle(target.attr)
             if guards.is_dunder(target.attr) and target.attr not in guards.DUNDER_WRITES:
                 self.error(node, f"'.{target.attr}' cannot be assigned in a plugin")
             obj = self.visit(target.value)

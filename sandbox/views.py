@@ -78,7 +78,6 @@ HIDDEN: dict[str, set[str]] = {
     # Formatter.format walks attributes unguarded (`"{0.__class__}"`); str.format itself is
     # replaced by a guarded version in the attribute guard.
     "string": {"Formatter"},
-    "operator": {"attrgetter", "methodcaller"},  # unguarded attribute access by name
     # singledispatch(...).register evaluates string annotations with eval().
     "functools": {"singledispatch", "singledispatchmethod"},
     "random": {"SystemRandom"},  # use `secrets`
@@ -314,6 +313,30 @@ def _delitem(obj: Any, key: Any) -> None:
     del guards.guarded_write(obj)[key]
 
 
+def _attrgetter(*names: Any) -> Callable[[Any], Any]:
+    """operator.attrgetter, reading each (dotted) name through the attribute guard."""
+    from sandbox import guards
+
+    paths = [guards.exact_str(n).split(".") for n in names]
+
+    def get(obj: Any, path: list[str]) -> Any:
+        for part in path:
+            obj = guards.guarded_getattr(obj, part)
+        return obj
+
+    if len(paths) == 1:
+        return lambda obj: get(obj, paths[0])
+    return lambda obj: tuple(get(obj, path) for path in paths)
+
+
+def _methodcaller(name: Any, /, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+    """operator.methodcaller, finding the method through the attribute guard."""
+    from sandbox import guards
+
+    method = guards.exact_str(name)
+    return lambda obj: guards.guarded_getattr(obj, method)(*args, **kwargs)
+
+
 def _if_writable(func: Callable[..., Any]) -> Callable[..., Any]:
     """typing.final & co. set a marker attribute on what they decorate: only on the plugin's."""
     from sandbox import guards
@@ -361,6 +384,8 @@ def wrapped_callables() -> dict[str, Callable[..., Any]]:
             abc.update_abstractmethods, "abc.update_abstractmethods"
         ),
         "operator.setitem": _setitem,
+        "operator.attrgetter": _attrgetter,
+        "operator.methodcaller": _methodcaller,
         "operator.delitem": _delitem,
         "typing.final": _if_writable(typing.final),
         "typing.no_type_check": _if_writable(typing.no_type_check),

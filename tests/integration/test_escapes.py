@@ -405,7 +405,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
         import operator
 
         def run_every_minute(meta):
-            return str(operator.attrgetter("__class__")(meta))
+            return str(operator.attrgetter("__class__.__subclasses__")(meta))
         """,
         "error",
     ),
