@@ -123,10 +123,10 @@ def may_write(obj: object) -> bool:
         return False  # classes the plugin did not define (stdlib, runtime, builtins)
     if t is types.FunctionType:
         return _plugin_function(obj)
+    # Runtime objects (meta and its parts) are not; the plugin's own objects of library types
+    # are (Python itself raises for immutable ones).
     module = _TYPE_DICT(t).get("__module__")
-    if isinstance(module, str) and module.startswith(_RUNTIME_MODULE_PREFIXES):
-        return False
-    return True  # the plugin's own objects of library types (Python raises if immutable)
+    return not (isinstance(module, str) and module.startswith(_RUNTIME_MODULE_PREFIXES))
 
 
 # -- attribute reads ---------------------------------------------------------------------------
@@ -151,6 +151,12 @@ DUNDER_READS = frozenset(
         "__context__",
         "__suppress_context__",
         "__notes__",
+        "__args__",
+        "__origin__",
+        "__parameters__",
+        "__required_keys__",
+        "__optional_keys__",
+        "__total__",
         "__str__",
         "__repr__",
         "__format__",
@@ -450,10 +456,7 @@ def guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
     """`_getattr_` and the `getattr` builtin."""
     name = exact_str(name)
     _check_read(obj, name)
-    if default:
-        value = getattr(obj, name, default[0])
-    else:
-        value = getattr(obj, name)
+    value = getattr(obj, name, default[0]) if default else getattr(obj, name)
     return _filter_value(obj, name, value)
 
 

@@ -19,7 +19,7 @@ import ast
 import re
 import types
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from RestrictedPython.transformer import (
@@ -178,9 +178,7 @@ class PluginTransformer(RestrictingNodeTransformer):
         self.error(node, f"{_node_words(node)} is not supported in plugins: {suggestion}")
 
     # names
-    def check_name(
-        self, node: Any, name: str | None, allow_magic_methods: bool = False
-    ) -> None:
+    def check_name(self, node: Any, name: str | None, allow_magic_methods: bool = False) -> None:
         if name is None:
             return
         binding = not isinstance(getattr(node, "ctx", None), ast.Load)
@@ -222,12 +220,12 @@ class PluginTransformer(RestrictingNodeTransformer):
                     f"'.{attr}' is not allowed: frames and code objects are not available to "
                     "plugins",
                 )
-            elif guards.is_dunder(attr) and attr not in guards.DUNDER_READS and (
-                attr not in guards.CHECKED_METHODS and attr not in guards.PLUGIN_DUNDER_READS
+            elif (
+                guards.is_dunder(attr)
+                and attr not in guards.DUNDER_READS
+                and (attr not in guards.CHECKED_METHODS and attr not in guards.PLUGIN_DUNDER_READS)
             ):
-                self.error(
-                    node, f"'.{attr}' cannot be read: {guards.dunder_read_reason(attr)}"
-                )
+                self.error(node, f"'.{attr}' cannot be read: {guards.dunder_read_reason(attr)}")
             node = self.node_contents_visit(node)
             new_node = ast.Call(
                 func=ast.Name("_getattr_", ast.Load()),
@@ -299,7 +297,7 @@ class PluginTransformer(RestrictingNodeTransformer):
     def _is_package(self, module: str) -> bool:
         return any(name.startswith(module + ".") for name in self.import_guard.allowed)
 
-    def _check_binding(self, node: ast.AST, name: str) -> None:
+    def _check_binding(self, node: Any, name: str) -> None:
         store = ast.Name(name, ast.Store())
         copy_locations(store, node)
         self.check_name(store, name)
@@ -503,9 +501,7 @@ def _transform(source: str, filename: str, import_guard: ImportGuard) -> ast.Mod
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
-        raise PluginCodeError(
-            [f"{filename}, line {exc.lineno}: syntax error: {exc.msg}"]
-        ) from exc
+        raise PluginCodeError([f"{filename}, line {exc.lineno}: syntax error: {exc.msg}"]) from exc
     transformer = PluginTransformer(import_guard, _has_future_annotations(tree))
     transformer.bound_names = _module_bindings(tree)
     with warnings.catch_warnings():

@@ -189,11 +189,7 @@ def public_attrs(name: str, wrapped: Mapping[str, Callable[..., Any]]) -> dict[s
     elif name == "types":
         keep = TYPES_NAMES
     else:
-        keep = (
-            key
-            for key in vars(module)
-            if not key.startswith("_")
-        )
+        keep = (key for key in vars(module) if not key.startswith("_"))
     attrs: dict[str, Any] = {}
     for key in keep:
         if key in hidden or key.endswith("_CAPI"):
@@ -255,9 +251,7 @@ def _make_dataclass(*args: Any, **kwargs: Any) -> Any:
     return result
 
 
-def _update_wrapper(
-    wrapper: Any, wrapped: Any, assigned: Any = None, updated: Any = None
-) -> Any:
+def _update_wrapper(wrapper: Any, wrapped: Any, assigned: Any = None, updated: Any = None) -> Any:
     """functools.update_wrapper limited to the standard attributes (the real one gets and sets
     any attribute the caller names: `__globals__`, `__code__`), copying a `__dict__` only from
     the plugin's own functions and objects."""

@@ -210,7 +210,8 @@ def plugins_install(directory: str, database_url: str | None) -> None:
     if problems:
         # Every refused construct at once, one per line, so the author fixes them in one pass.
         click.echo(
-            f"error: invalid plugin: {len(problems)} problem(s) in {plugin.manifest.main}:", err=True
+            f"error: invalid plugin: {len(problems)} problem(s) in {plugin.manifest.main}:",
+            err=True,
         )
         for problem in problems:
             click.echo(f"  {problem}", err=True)
