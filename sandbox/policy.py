@@ -123,7 +123,7 @@ def _import_message(name: str) -> str:
     hint = _IMPORT_HINTS.get(name) or _IMPORT_HINTS.get(name.split(".")[0])
     hint = f"{hint[0].upper()}{hint[1:]}. " if hint else ""
     return (
-        f"import of '{name}' is not available in plugins. {hint}"
+        f"import of '{name}' is not allowed in plugins. {hint}"
         "See docs/plugins.md for the modules you can import."
     )
 

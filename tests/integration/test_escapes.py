@@ -112,7 +112,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
         def run_every_minute(meta):
             return Formatter().format("{0._channel}", meta)
         """,
-        "error",
+        "bad_plugin",
     ),
     "string-template-walk": (
         """
@@ -340,7 +340,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
         def run_every_minute(meta):
             return str(decoder)
         """,
-        "error",
+        "bad_plugin",
     ),
     "import-submodule-dotted": (
         """
