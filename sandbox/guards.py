@@ -95,7 +95,12 @@ def _defined_by_plugin(obj: object, name: str) -> bool:
         mro = _MRO(super.__dict__["__self_class__"].__get__(obj))
         mro = mro[mro.index(this) + 1 :] if this in mro else ()
     for klass in mro:
-        if name in _TYPE_DICT(klass):
+        namespace = _TYPE_DICT(klass)
+        if is_plugin_class(klass) and not all(type(key) is str for key in namespace):
+            # A key of a str subclass (smuggled in through a leaked class dict) could answer
+            # this lookup differently from CPython's own: refuse rather than guess.
+            raise SecurityError(f"{_type_name(klass)} has attribute names that are not strings")
+        if name in namespace:
             return is_plugin_class(klass)
     return plugin_owned(obj)
 

@@ -797,6 +797,35 @@ ATTACKS: dict[str, tuple[str, str]] = {
         """,
         "error",
     ),
+    "mappingproxy-leak-str-subclass-key": (
+        """
+        import random
+
+        class Sneaky(str):
+            flip = [True]
+
+            def __eq__(self, other):  # answers the guard one way and CPython the other
+                self.flip[0] = not self.flip[0]
+                return self.flip[0]
+
+            def __hash__(self):
+                return hash("_randbelow")
+
+        class Leak:
+            def __eq__(self, other):  # mappingproxy == x hands x the real class dict
+                Leak.got = other
+                return False
+
+        class Mine(random.Random):
+            pass
+
+        def run_every_minute(meta):
+            vars(Mine) == Leak()
+            Leak.got[Sneaky("_randbelow")] = 1
+            return Mine(1)._randbelow(10)
+        """,
+        "error",
+    ),
     "redirect-stdout": (
         """
         import contextlib
