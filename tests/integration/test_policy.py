@@ -167,3 +167,31 @@ def test_plugins_install_lists_every_problem(cli_runner: Any, tmp_path: Path) ->
     for line in ("line 1: import of 'os'", "line 2: import of 'subprocess'", "line 5: eval()"):
         assert line in result.stderr
     assert "invalid plugin" in result.stderr
+
+
+def test_run_reports_every_problem(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    plugin = _plugin(
+        tmp_path,
+        "import socket\n\nclass A:\n    pass\n\ndef run_every_minute(meta):\n"
+        "    x = compile('1', 'f', 'eval')\n    return A.__mro__\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime", "run", str(plugin), "run_every_minute", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "bad_plugin"
+    lines = report["error"]["message"].splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "main.py, line 1",
+        "main.py, line 7",
+        "main.py, line 8",
+    ]
+    assert "meta.fetch" in lines[0] and "compile()" in lines[1] and "isinstance()" in lines[2]
