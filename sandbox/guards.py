@@ -299,7 +299,7 @@ def _check_read(obj: object, name: str) -> None:
     if is_dunder(name):
         if name in DUNDER_READS or name in CHECKED_METHODS:
             return
-        if name in PLUGIN_DUNDER_READS and not _is_protected(obj):
+        if name in PLUGIN_DUNDER_READS and not _is_protected(obj) and not isinstance(obj, super):
             if plugin_owned(obj) or _plugin_function(obj):
                 return
             if not _is_class(obj) and may_write(obj):

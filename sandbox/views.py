@@ -123,6 +123,9 @@ class ModuleView:
 
     __slots__ = ("_view_name", "_view_attrs")
 
+    # No `__name__`: on `from view import x` where x is missing, CPython would look
+    # f"{view.__name__}.x" up in sys.modules and hand out the real submodule.
+
     def __getattr__(self, name: str) -> Any:
         attrs: Mapping[str, Any] = _ATTRS_SLOT.__get__(self)
         try:
