@@ -7,7 +7,8 @@ header with the run's inputs: `config`, `storage`, `fetch` (URL -> canned respon
 inputs feed a plain-Python `meta` (below) and the sandbox's. A plugin "runs unchanged" when the
 sandboxed run succeeds with the same result, storage writes and log lines as CPython.
 
-One Sandbox (one warm fork server) serves the whole suite; it takes a few seconds.
+One Sandbox (the shared `sandbox` fixture: one warm fork server) serves the whole suite; it
+takes a few seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import io
 import json
 import sys
 import types
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,12 +282,6 @@ def run_sandboxed(sandbox: Sandbox, case: Case) -> tuple[Observed, Outcome]:
         error=None if ok else f"{outcome.outcome}: {outcome.error}",
     )
     return observed, outcome
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox() as sb:
-        yield sb
 
 
 def test_there_are_at_least_sixty_plugins() -> None:
