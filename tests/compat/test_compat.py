@@ -26,6 +26,7 @@ import pytest
 
 from sandbox import Outcome, RunInfo, RunRequest, Sandbox
 from sandbox.manifest import Limits, Manifest, Plugin, parse_manifest
+from sandbox.protocol import CacheArgs, FetchArgs, FetchResponse
 from sandbox.services import MemoryCache
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -82,17 +83,14 @@ class Observed:
     error: str | None = None
 
 
-def _canned(case: Case, url: str, method: str, body: Any) -> dict[str, Any]:
+def _canned(case: Case, url: str, method: str) -> FetchResponse:
     spec = case.fetch.get(url) or case.fetch.get(f"{method} {url}")
     if spec is None:
-        return {"status": 404, "headers": {}, "body": "not found", "url": url}
+        return FetchResponse(status=404, headers={}, body="not found", url=url)
     text = json.dumps(spec["json"]) if "json" in spec else spec.get("body", "")
-    return {
-        "status": spec.get("status", 200),
-        "headers": spec.get("headers", {}),
-        "body": text,
-        "url": url,
-    }
+    return FetchResponse(
+        status=spec.get("status", 200), headers=spec.get("headers", {}), body=text, url=url
+    )
 
 
 # -- plain CPython ------------------------------------------------------------------------------
@@ -102,12 +100,31 @@ class FetchError(Exception):
     pass
 
 
+class PlainHeaders(dict):  # type: ignore[type-arg]
+    """The documented contract: header names are looked up without regard to case."""
+
+    def __getitem__(self, key: str) -> str:
+        for name, value in self.items():
+            if name.lower() == key.lower():
+                return str(value)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and any(name.lower() == key.lower() for name in self)
+
+
 class PlainResponse:
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.status = data["status"]
-        self.headers = dict(data["headers"])
-        self.text = data["body"]
-        self.url = data["url"]
+    def __init__(self, data: FetchResponse) -> None:
+        self.status = data.status
+        self.headers = PlainHeaders(data.headers)
+        self.text = data.body
+        self.url = data.url
 
     @property
     def ok(self) -> bool:
@@ -160,7 +177,15 @@ class PlainLogger:
         self.lines = lines
 
     def _emit(self, level: str, args: tuple[Any, ...]) -> None:
-        self.lines.append((level, " ".join(str(a) for a in args)))
+        # The documented contract: %-style like `logging`, else the arguments joined by spaces.
+        text = " ".join(str(a) for a in args)
+        if len(args) > 1 and isinstance(args[0], str) and "%" in args[0]:
+            params: Any = args[1:]
+            if len(params) == 1 and isinstance(params[0], dict) and params[0]:
+                params = params[0]
+            with contextlib.suppress(TypeError, ValueError, KeyError):
+                text = args[0] % params
+        self.lines.append((level, text))
 
     def debug(self, *args: Any) -> None:
         self._emit("debug", args)
@@ -195,7 +220,7 @@ class PlainMeta:
         host = url.split("/")[2] if "://" in url else ""
         if host not in self.case.allowed_hosts:
             raise FetchError(f"host {host!r} is not in allowed_hosts")
-        return PlainResponse(_canned(self.case, url, method.upper(), body))
+        return PlainResponse(_canned(self.case, url, method.upper()))
 
 
 def run_cpython(case: Case) -> Observed:
@@ -248,14 +273,13 @@ class CannedServices:
         self.case = case
         self.memory_cache = MemoryCache()
 
-    def fetch(self, request: RunRequest, args: dict[str, Any]) -> dict[str, Any]:
-        url = str(args.get("url", ""))
-        host = url.split("/")[2] if "://" in url else ""
+    def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
+        host = args.url.split("/")[2] if "://" in args.url else ""
         if host not in self.case.allowed_hosts:
             raise ValueError(f"host {host!r} is not in allowed_hosts")
-        return _canned(self.case, url, str(args.get("method", "GET")), args.get("body"))
+        return _canned(self.case, args.url, args.method)
 
-    def cache(self, request: RunRequest, args: dict[str, Any]) -> Any:
+    def cache(self, request: RunRequest, args: CacheArgs) -> Any:
         return self.memory_cache(request, args)
 
 
