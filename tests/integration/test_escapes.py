@@ -853,6 +853,12 @@ GUARD_BINDINGS: dict[str, str] = {
     "augmented": "_inplacevar_ += 1\n",
     "delete": "del _getattr_\n",
     "tuple-unpack": "a, _getattr_ = 1, 2\n",
+    "annotated-assignment": "_getattr_: object = None\n",
+    "annotated-class-field": "class A:\n    _write_: object = None\n",
+    "nonlocal": "def f():\n    _getitem_ = 1\n    def g():\n        nonlocal _getitem_\n        _getitem_ = 2\n",
+    "class-name": "class _getiter_:\n    pass\n",
+    "function-name": "def _apply_(*a):\n    pass\n",
+    "temporary-name": "_tmp0 = lambda o: o\n",
     "match-capture": "def f(x):\n    match x:\n        case _getattr_:\n            pass\n",
 }
 
