@@ -1,17 +1,27 @@
-"""Where the database is, and how to connect to it.
+"""Where the database is, how to connect to it, and why a connection failed.
 
 The URL comes from the caller (`--database-url`), else `PLUGIN_RUNTIME_DATABASE_URL`, else an
-embedded PostgreSQL server (the `pgserver` wheel) with its data in `./.pgdata`, started on first
-use and left running so the next command finds it warm.
+embedded PostgreSQL server (the `pgserver` wheel) with its data in `$PLUGIN_RUNTIME_DATA_DIR`,
+by default the user's data directory (`$XDG_DATA_HOME/plugin-runtime/pgdata`, else
+`~/.local/share/plugin-runtime/pgdata`): one server per user whatever the working directory, so
+a command run from another directory finds the same plugins and does not start a second server.
+It is started on first use and left running (`plugin-runtime db stop` stops it); every process
+that uses it says so once on stderr (path, started or reused).
 
 Connection failures become `DatabaseUnavailable` with a one-line message that names where we
-tried to connect and why it failed, and never contains the password.
+tried to connect and why it failed, and never contains the password. Its `failure` tells the
+causes apart (unreachable, authentication refused, missing database, too many connections), each
+with its own next step (`next_step`).
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import re
+import signal
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,17 +31,48 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 ENV_DATABASE_URL = "PLUGIN_RUNTIME_DATABASE_URL"
-EMBEDDED_DATA_DIR = ".pgdata"
+ENV_DATA_DIR = "PLUGIN_RUNTIME_DATA_DIR"
 DEFAULT_CONNECT_TIMEOUT_S = 5
 APPLICATION_NAME = "plugin-runtime"
 
 
+class DbFailure(enum.Enum):
+    """Why the database cannot be used; each has its own next step."""
+
+    UNREACHABLE = "unreachable"  # nothing answers at host:port (down, wrong address, firewall)
+    AUTHENTICATION = "authentication"  # the server refused the user or password (or pg_hba.conf)
+    NO_DATABASE = "no_database"  # the server is up but the database does not exist
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # max_connections reached
+    NO_SCHEMA = "no_schema"  # connected, but `db migrate` never ran on this database
+    EMBEDDED = "embedded"  # the embedded server cannot start
+
+
 class DatabaseUnavailable(Exception):
-    """The database cannot be reached (or the embedded server cannot be started)."""
+    """The database cannot be used: `failure` says why, `next_step` what to do."""
+
+    def __init__(
+        self, message: str, failure: DbFailure = DbFailure.UNREACHABLE, next_step: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.next_step = next_step
 
 
 class InvalidDatabaseUrl(ValueError):
     """The database URL itself is malformed: bad input, not an outage."""
+
+
+def default_data_dir() -> Path:
+    """The embedded server's data directory when $PLUGIN_RUNTIME_DATA_DIR is not set: one per
+    user, whatever the working directory."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "plugin-runtime" / "pgdata"
+
+
+def data_dir() -> Path:
+    """The embedded server's data directory: $PLUGIN_RUNTIME_DATA_DIR, else `default_data_dir()`."""
+    from_env = os.environ.get(ENV_DATA_DIR)
+    return Path(from_env).expanduser().resolve() if from_env else default_data_dir()
 
 
 def resolve_database_url(explicit: str | None) -> str:
@@ -41,12 +82,34 @@ def resolve_database_url(explicit: str | None) -> str:
     from_env = os.environ.get(ENV_DATABASE_URL)
     if from_env:
         return from_env
-    return embedded_database_url(Path.cwd() / EMBEDDED_DATA_DIR)
+    return embedded_database_url(data_dir(), announce=True)
 
 
-def embedded_database_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL server whose data lives in `data_dir`."""
+_announced: set[Path] = set()
+
+
+def embedded_pid(directory: Path) -> int | None:
+    """The pid of the embedded server running on `directory`, or None."""
     try:
+        pid = int((directory / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by someone else
+    return pid
+
+
+def embedded_database_url(data_dir: Path, *, announce: bool = False) -> str:
+    """Start (or reuse) the embedded PostgreSQL server whose data lives in `data_dir`. With
+    `announce`, say once per process on stderr where it is and whether it was started."""
+    data_dir = data_dir.expanduser().resolve()
+    running = embedded_pid(data_dir)
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
             import pgserver
@@ -56,9 +119,37 @@ def embedded_database_url(data_dir: Path) -> str:
     except Exception as exc:  # pgserver raises many kinds; all mean "no embedded server"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailable(
-            f"cannot start the embedded PostgreSQL in {data_dir}: {reason}"
+            f"cannot start the embedded PostgreSQL in {data_dir}: {reason}",
+            DbFailure.EMBEDDED,
+            f"set {ENV_DATA_DIR} to a writable directory, or give --database-url",
         ) from exc
+    if announce and data_dir not in _announced:
+        _announced.add(data_dir)
+        how = f"reused (pid {running})" if running else "started; it stays running"
+        print(
+            f"embedded PostgreSQL in {data_dir}: {how} (plugin-runtime db stop stops it)",
+            file=sys.stderr,
+        )
     return url
+
+
+def stop_embedded(directory: Path, timeout_s: float = 30.0) -> int | None:
+    """Stop the embedded server running on `directory` (PostgreSQL's fast shutdown: SIGINT) and
+    wait until it is gone; returns its pid, or None when none was running."""
+    pid = embedded_pid(directory)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if embedded_pid(directory) is None:
+            return pid
+        time.sleep(0.1)
+    raise DatabaseUnavailable(
+        f"the embedded PostgreSQL (pid {pid}) did not stop within {timeout_s:.0f} s",
+        DbFailure.EMBEDDED,
+        f"kill -TERM {pid}",
+    )
 
 
 def describe_location(url: str) -> str:
@@ -105,13 +196,63 @@ def failure_reason(exc: BaseException) -> str:
     return first
 
 
+def diagnose(url: str, reason: str) -> tuple[DbFailure, str, str]:
+    """(failure, message, next step) for a connection that failed with libpq's `reason`."""
+    where = describe_location(url)
+    host, _, port = where.rpartition(":")
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        params = {}
+    user = str(params.get("user") or os.environ.get("PGUSER") or "the current user")
+    dbname = str(params.get("dbname") or user)
+    low = reason.lower()
+    if (
+        "too many clients" in low
+        or "connection slots are reserved" in low
+        or "too many connections for" in low  # a role's or a database's CONNECTION LIMIT
+    ):
+        return (
+            DbFailure.TOO_MANY_CONNECTIONS,
+            f"PostgreSQL at {where} refuses new connections: {reason}",
+            'see who holds them (as a superuser): psql -c "SELECT usename, application_name, '
+            'count(*) FROM pg_stat_activity GROUP BY 1, 2 ORDER BY 3 DESC"; then raise '
+            "max_connections or stop what leaks connections (each serve node holds two)",
+        )
+    if (
+        "password authentication failed" in low
+        or "no pg_hba.conf entry" in low
+        or ("role" in low and "does not exist" in low)
+        or "no password supplied" in low
+        or "authentication failed" in low
+    ):
+        return (
+            DbFailure.AUTHENTICATION,
+            f"PostgreSQL at {where} refused to let {user} in: {reason}",
+            "check the user and password in --database-url / $"
+            f"{ENV_DATABASE_URL}, and that pg_hba.conf allows this host for that user",
+        )
+    if "database" in low and "does not exist" in low:
+        return (
+            DbFailure.NO_DATABASE,
+            f"PostgreSQL at {where} is up but has no database {dbname!r}",
+            f"createdb -h {host or 'localhost'} -p {port or '5432'} -U {user} {dbname}; "
+            "then: plugin-runtime db migrate",
+        )
+    return (
+        DbFailure.UNREACHABLE,
+        f"cannot reach PostgreSQL at {where}: {reason}",
+        f"pg_isready -h {host or 'localhost'} -p {port or '5432'}",
+    )
+
+
 def connect(
     url: str, *, connect_timeout: float | None = None, application_name: str | None = None
 ) -> psycopg.Connection[DictRow]:
     """An autocommit connection returning rows as dicts.
 
-    Raises `DatabaseUnavailable` (one line, no password) when the server cannot be reached, and
-    `InvalidDatabaseUrl` when the URL cannot be parsed.
+    Raises `DatabaseUnavailable` (one line, no password, with its `failure` and `next_step`)
+    when the server cannot be used, and `InvalidDatabaseUrl` when the URL cannot be parsed.
     """
     try:
         params = conninfo_to_dict(url)
@@ -127,7 +268,5 @@ def connect(
     try:
         return psycopg.connect(url, autocommit=True, row_factory=dict_row, **extra)
     except psycopg.OperationalError as exc:
-        reason = redact(failure_reason(exc), url)
-        raise DatabaseUnavailable(
-            f"cannot reach PostgreSQL at {describe_location(url)}: {reason}"
-        ) from exc
+        failure, message, next_step = diagnose(url, redact(failure_reason(exc), url))
+        raise DatabaseUnavailable(message, failure, redact(next_step, url)) from exc

@@ -1,5 +1,6 @@
 """Process logging: readable text on a terminal, one JSON object per line with --log-format json.
-Lines about a run carry its run id, config id, task and slot."""
+Lines about a run carry its run id, config id, task, slot, outcome and (failed runs) its
+error, `Type: first line of the message`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-RUN_FIELDS = ("run_id", "config_id", "task", "slot", "outcome")
+RUN_FIELDS = ("run_id", "config_id", "task", "slot", "outcome", "error")
 
 
 class JsonFormatter(logging.Formatter):

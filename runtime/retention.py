@@ -4,15 +4,21 @@ Each batch is one short autocommit statement (at most `batch` rows, rows locked 
 are skipped), so pruning never holds long locks and nodes keep claiming and recording meanwhile.
 Runs still in flight are never deleted. `prune` is what `plugin-runtime prune` runs; a supervisor
 can call it periodically too.
+
+Age is measured on the scheduler clock, the one that wrote `finished_at` and the log lines' `ts`:
+a node passes its own clock; `plugin-runtime prune` uses the fleet's (runtime/fleet_clock.py).
+So a `serve --testing` run whose fast clock started at any date keeps its history.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
+from runtime.fleet_clock import fleet_time
 from runtime.queries import query
 
 DEFAULT_RUNS_DAYS = 30.0
@@ -24,6 +30,7 @@ def _prune(
     conn: psycopg.Connection[Any],
     name: str,
     days: float,
+    now: datetime,
     batch: int,
     pause_s: float,
     max_batches: int | None,
@@ -31,7 +38,7 @@ def _prune(
     total = batches = 0
     while max_batches is None or batches < max_batches:
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(query(name), {"days": days, "batch": batch})
+            cur.execute(query(name), {"days": days, "batch": batch, "now": now})
             deleted = max(cur.rowcount, 0)
         total += deleted
         batches += 1
@@ -50,10 +57,12 @@ def prune(
     *,
     pause_s: float = 0.0,
     max_batches: int | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Delete runs finished more than `runs_days` ago and log lines older than `logs_days`
-    (None: keep them), `batch` rows per statement, until none is left (or `max_batches` per
-    table). Returns {"runs": n, "logs": n, "statements": n, "seconds": s}."""
+    """Delete runs finished more than `runs_days` before `now` and log lines older than
+    `logs_days` (None: keep them), `batch` rows per statement, until none is left (or
+    `max_batches` per table). `now` is scheduler time (default: the fleet's scheduler clock).
+    Returns {"runs": n, "logs": n, "statements": n, "seconds": s}."""
     if batch < 1:
         raise ValueError("batch must be at least 1")
     for label, days in (("runs_days", runs_days), ("logs_days", logs_days)):
@@ -61,11 +70,13 @@ def prune(
             raise ValueError(f"{label} must be >= 0")
     started = time.monotonic()
     runs = logs = statements = 0
+    if now is None:
+        now = fleet_time(conn).now
     if runs_days is not None:
-        runs, n = _prune(conn, "prune_runs", runs_days, batch, pause_s, max_batches)
+        runs, n = _prune(conn, "prune_runs", runs_days, now, batch, pause_s, max_batches)
         statements += n
     if logs_days is not None:
-        logs, n = _prune(conn, "prune_logs", logs_days, batch, pause_s, max_batches)
+        logs, n = _prune(conn, "prune_logs", logs_days, now, batch, pause_s, max_batches)
         statements += n
     return {
         "runs": runs,

@@ -20,13 +20,33 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, connect, describe_location
+from runtime.db import (
+    DatabaseUnavailable,
+    DbFailure,
+    InvalidDatabaseUrl,
+    connect,
+    describe_location,
+)
+from runtime.fleet_clock import fleet_time
 from runtime.queries import query
+from runtime.run_error import error_summary
 
+# Windows are in scheduler time (runtime/fleet_clock.py): a fast test clock shortens them.
 WINDOW_S = 600.0  # lag and throughput: the last 10 minutes
 WORST_WINDOW_S = 3600.0  # worst configs: the last hour
 DEAD_AFTER_S = 20.0  # a node is dead after this long without a heartbeat
+STOPPED_SHOWN_S = 900.0  # a stopped node is listed for this long (real seconds), then hidden
 TOP = 5  # configs per "worst" list
+
+# What `status` says first when the database cannot be used, per cause.
+DB_HEADLINES: Mapping[str, str] = {
+    DbFailure.UNREACHABLE.value: "DATABASE UNREACHABLE",
+    DbFailure.AUTHENTICATION.value: "DATABASE REFUSED AUTHENTICATION",
+    DbFailure.NO_DATABASE.value: "DATABASE DOES NOT EXIST",
+    DbFailure.TOO_MANY_CONNECTIONS.value: "DATABASE HAS NO FREE CONNECTION",
+    DbFailure.NO_SCHEMA.value: "SCHEMA MISSING (database not migrated)",
+    DbFailure.EMBEDDED.value: "EMBEDDED DATABASE CANNOT START",
+}
 
 # The runbook's checks, in the order `doctor` walks them.
 CHECKS: tuple[tuple[str, str], ...] = (
@@ -54,7 +74,9 @@ class Thresholds:
     overdue_s: Mapping[str, float] = field(
         default_factory=lambda: {"minute": 120.0, "hour": 300.0, "day": 600.0, "cron": 300.0}
     )
-    failing_after: int = 3  # consecutive failures before an enabled config is reported
+    # An enabled config whose last runs all failed is a warning from its first failure, and
+    # critical from this many failures in a row.
+    failing_after: int = 3
     stuck_run_s: float = 900.0  # a run waiting or in flight this long past its due time
     forget_dead_after_s: float = 3600.0  # a dead node older than this is history, not a problem
 
@@ -69,6 +91,7 @@ class Problem:
     what: str  # what is wrong, one line
     command: str  # the exact command that acts on it
     hint: str = ""  # how to look closer, if useful
+    look: str = ""  # the exact command that shows why, if there is one
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -89,30 +112,45 @@ def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-def collect_status(conn: psycopg.Connection[Any], *, failing_after: int = 3) -> dict[str, Any]:
-    """A snapshot of the fleet: database, queue, cadences, nodes, worst and quarantined configs.
-    Seven short read-only statements."""
+def collect_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """A snapshot of the fleet: database, queue, cadences, nodes, worst and quarantined configs,
+    and every config failing since its last success. Short read-only statements; windows are
+    measured on the fleet's scheduler clock."""
     started = time.perf_counter()
     conn.execute("SELECT 1")
     rtt_ms = (time.perf_counter() - started) * 1000.0
     database = _rows(conn, "status_database")[0]
     database.update(reachable=True, rtt_ms=round(rtt_ms, 2), schema=True)
-    window = {"window_s": WINDOW_S}
+    clock = fleet_time(conn)
+    now = clock.now
+    window = {"window_s": WINDOW_S, "now": now}
     queue = _rows(conn, "status_queue")[0]
-    now: datetime = database["now"]
     oldest = queue.get("oldest_due_at")
     queue["oldest_due_age_s"] = max(0.0, (now - oldest).total_seconds()) if oldest else None
     cadences = _rows(conn, "status_cadences", window)
-    nodes = [_node(row) for row in _rows(conn, "status_nodes", window)]
-    worst = _rows(conn, "status_worst_configs", {"window_s": WORST_WINDOW_S, "top": TOP})
-    attention = _rows(conn, "status_attention_configs", {"failing_after": failing_after})
+    shown = {**window, "stopped_shown_s": STOPPED_SHOWN_S}
+    nodes = [_node(row) for row in _rows(conn, "status_nodes", shown)]
+    hidden = _rows(conn, "status_hidden_nodes", shown)[0]["n"]
+    worst = _rows(
+        conn, "status_worst_configs", {"window_s": WORST_WINDOW_S, "top": TOP, "now": now}
+    )
+    attention = _rows(conn, "status_attention_configs", {"failing_from": 1})
+    for row in attention:
+        row["last_error_summary"] = error_summary(row["last_error"])
     return {
         "generated_at": now,
+        "clock": {
+            "now": now,
+            "source": clock.source,
+            "scale": clock.scale,
+            "database_now": clock.database_now,
+        },
         "window_s": WINDOW_S,
         "database": database,
         "queue": queue,
         "cadences": cadences,
         "nodes": nodes,
+        "stopped_nodes_hidden": int(hidden),
         "worst_configs": worst,
         "quarantined": [r for r in attention if r["quarantined_at"] is not None],
         "failing": [r for r in attention if r["quarantined_at"] is None],
@@ -143,14 +181,27 @@ def _node(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def unreachable_status(url: str, error: str) -> dict[str, Any]:
+def unreachable_status(
+    url: str,
+    error: str,
+    failure: DbFailure = DbFailure.UNREACHABLE,
+    next_step: str = "",
+) -> dict[str, Any]:
     return {
         "generated_at": datetime.now(UTC),
         "window_s": WINDOW_S,
-        "database": {"reachable": False, "location": describe_location(url), "error": error},
+        "database": {
+            "reachable": False,
+            "location": describe_location(url) if url else "embedded",
+            "error": error,
+            "failure": failure.value,
+            "headline": DB_HEADLINES[failure.value],
+            "next_step": next_step,
+        },
         "queue": {},
         "cadences": [],
         "nodes": [],
+        "stopped_nodes_hidden": 0,
         "worst_configs": [],
         "quarantined": [],
         "failing": [],
@@ -160,24 +211,32 @@ def unreachable_status(url: str, error: str) -> dict[str, Any]:
 def status_for_url(
     url: str, *, connect_timeout: float = 5.0, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> dict[str, Any]:
-    """`collect_status` on a connection of its own, with `problems` and `healthy` added. An
-    unreachable database (or a missing schema) is reported in the result, never raised."""
+    """`collect_status` on a connection of its own, with `problems` and `healthy` added. A
+    database that cannot be used (unreachable, refusing us, missing, full, not migrated) is
+    reported in the result with its cause and next step, never raised."""
     try:
         started = time.perf_counter()
         conn = connect(
             url, connect_timeout=connect_timeout, application_name="plugin-runtime status"
         )
         connect_ms = (time.perf_counter() - started) * 1000.0
-    except (DatabaseUnavailable, InvalidDatabaseUrl) as exc:
+    except DatabaseUnavailable as exc:
+        status = unreachable_status(url, str(exc), exc.failure, exc.next_step)
+    except InvalidDatabaseUrl as exc:
         status = unreachable_status(url, str(exc))
     else:
         try:
-            status = collect_status(conn, failing_after=thresholds.failing_after)
+            status = collect_status(conn)
             status["database"]["connect_ms"] = round(connect_ms, 2)
             status["database"]["location"] = describe_location(url)
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-            status = unreachable_status(url, "")
-            status["database"].update(reachable=True, schema=False, error="")
+            status = unreachable_status(
+                url,
+                f"PostgreSQL at {describe_location(url)} has no plugin_runtime schema",
+                DbFailure.NO_SCHEMA,
+                "plugin-runtime db migrate",
+            )
+            status["database"].update(reachable=True, schema=False)
         except psycopg.OperationalError as exc:
             status = unreachable_status(url, f"lost the connection: {str(exc).strip()}")
         finally:
@@ -201,26 +260,20 @@ def problems(
     """What is wrong in `status`, in the runbook's order (CHECKS), most severe first per check."""
     found: list[Problem] = []
     db = status["database"]
-    if not db.get("reachable"):
-        host, _, port = str(db.get("location", "")).rpartition(":")
+    if not db.get("reachable") or not db.get("schema", True):
+        failure = db.get("failure") or DbFailure.UNREACHABLE.value
+        location = str(db.get("location", ""))
+        host, _, port = location.rpartition(":")
+        command = db.get("next_step") or f"pg_isready -h {host or 'localhost'} -p {port or '5432'}"
         found.append(
             Problem(
                 "database",
                 "critical",
-                f"the database is unreachable: {db.get('error') or 'unknown'}",
-                f"pg_isready -h {host or 'localhost'} -p {port or '5432'}",
-                "nothing can be scheduled or recorded until it is back; nodes keep running what they "
-                "hold and catch up every hourly and daily slot afterwards",
-            )
-        )
-        return found
-    if not db.get("schema", True):
-        found.append(
-            Problem(
-                "database",
-                "critical",
-                "the plugin_runtime schema is missing",
-                "plugin-runtime db migrate",
+                f"{DB_HEADLINES.get(failure, 'DATABASE UNAVAILABLE').lower()}: "
+                f"{db.get('error') or 'unknown'}",
+                command,
+                "nothing can be scheduled or recorded until it is fixed; nodes keep running "
+                "what they hold and catch up every hourly and daily slot afterwards",
             )
         )
         return found
@@ -425,25 +478,43 @@ def _missed(status: Mapping[str, Any]) -> list[Problem]:
 def _configs(status: Mapping[str, Any], t: Thresholds) -> list[Problem]:
     out = []
     for c in status["failing"]:
+        n = c["consecutive_failures"]
+        run = c.get("last_failed_run_id")
+        error = c.get("last_error_summary")
+        last = f"run {run} {c.get('last_failed_outcome')}{f': {error}' if error else ''}"
+        what = (
+            f"config {c['config_id']} (plugin {c['plugin']}) failed its last {n} run(s)"
+            f" (last: {last if run else c['last_outcome']})"
+        )
         out.append(
             Problem(
                 "configs",
-                "warning",
-                f"config {c['config_id']} (plugin {c['plugin']}) failed its last "
-                f"{c['consecutive_failures']} runs (last: {c['last_outcome']})",
+                "critical" if n >= t.failing_after else "warning",
+                what,
                 f"plugin-runtime configs disable {c['config_id']}",
-                f"see why: plugin-runtime logs {c['config_id']}",
+                f"a warning from the first failure, critical from {t.failing_after} in a row; "
+                "disable it if it is broken, re-enable it once fixed "
+                f"(plugin-runtime configs enable {c['config_id']})",
+                f"plugin-runtime runs show {run}"
+                if run
+                else f"plugin-runtime logs {c['config_id']}",
             )
         )
     for c in status["quarantined"]:
+        run = c.get("last_failed_run_id")
+        error = c.get("last_error_summary")
         out.append(
             Problem(
                 "configs",
                 "warning",
                 f"config {c['config_id']} (plugin {c['plugin']}) is quarantined since "
-                f"{_iso(c['quarantined_at'])}: {c['quarantine_reason'] or 'no reason given'}",
+                f"{_iso(c['quarantined_at'])}: {c['quarantine_reason'] or 'no reason given'}"
+                f"{f' (last error: {error})' if error else ''}",
                 f"plugin-runtime configs enable {c['config_id']}",
-                f"release it once fixed; see why: plugin-runtime logs {c['config_id']}",
+                "release it once the plugin is fixed (plugins install DIR updates it)",
+                f"plugin-runtime runs show {run}"
+                if run
+                else f"plugin-runtime logs {c['config_id']}",
             )
         )
     return out

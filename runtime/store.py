@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from runtime.queries import query
 from sandbox.manifest import ConfigField, Manifest, Plugin, parse_manifest
+from sandbox.outcome import OUTCOMES as SANDBOX_OUTCOMES
 
 Conn = psycopg.Connection[Any]
 SECRET_MASK = "***"
@@ -311,15 +312,60 @@ def trigger(conn: Conn, config_id: int, task: str) -> int:
 # -- runs ---------------------------------------------------------------------------------------
 
 
+# Every outcome a run can be recorded with: the sandbox's, and the scheduler's own ('missed': a
+# slot beyond the catch-up window; 'lost': its node died; 'cancelled': its config was disabled
+# before it started; 'released': given back at shutdown; 'duplicate': another node recorded the
+# slot's success first).
+RUN_OUTCOMES: tuple[str, ...] = (
+    *SANDBOX_OUTCOMES,
+    "missed",
+    "lost",
+    "cancelled",
+    "released",
+    "duplicate",
+)
+CADENCES: tuple[str, ...] = ("minute", "hour", "day", "cron")
+RESULT_PREVIEW_CHARS = 2000
+RUN_LOG_LINES = 1000
+
+
 def list_runs(
     conn: Conn,
     config_id: int | None = None,
     task: str | None = None,
     outcome: str | None = None,
     limit: int = 50,
+    cadence: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs, newest first, optionally only of one config, task or outcome."""
+    """Runs, newest first, optionally only of one config, task, outcome or cadence."""
     if limit < 1:
         raise StoreError("limit must be at least 1")
-    params = {"config_id": config_id, "task": task, "outcome": outcome, "limit": limit}
+    if outcome is not None and outcome not in RUN_OUTCOMES:
+        raise StoreError(f"unknown outcome '{outcome}' (known: {', '.join(RUN_OUTCOMES)})")
+    if cadence is not None and cadence not in CADENCES:
+        raise StoreError(f"unknown cadence '{cadence}' (known: {', '.join(CADENCES)})")
+    params = {
+        "config_id": config_id,
+        "task": task,
+        "outcome": outcome,
+        "cadence": cadence,
+        "limit": limit,
+    }
     return _rows(conn, "list_runs", params)
+
+
+def get_run(conn: Conn, run_id: int) -> dict[str, Any]:
+    """Everything about one run: config, plugin, task, slot, attempt, node, timings (and start
+    lag), outcome, error with traceback, its log lines (`logs`, oldest first, at most
+    RUN_LOG_LINES) and a preview of its result (`result_preview`, at most RESULT_PREVIEW_CHARS
+    of JSON)."""
+    run = _row(conn, "run_detail", {"run_id": run_id})
+    if run is None:
+        raise NotFound(f"no run with id {run_id}")
+    run["logs"] = _rows(conn, "run_log_lines", {"run_id": run_id, "limit": RUN_LOG_LINES})
+    result = run.pop("result")
+    preview = None if result is None else json.dumps(result, ensure_ascii=False)
+    if preview is not None and len(preview) > RESULT_PREVIEW_CHARS:
+        preview = preview[:RESULT_PREVIEW_CHARS] + f"… ({len(preview)} characters)"
+    run["result_preview"] = preview
+    return run

@@ -30,6 +30,7 @@ from runtime.dispatch import Dispatcher, Finished
 from runtime.migrate import migrate
 from runtime.queue import ClaimedRun, Queue
 from runtime.reload import Listener
+from runtime.run_error import error_summary
 from runtime.schedule import SchedulePolicy, TaskState
 from sandbox import DEFAULT_LIMITS, Limits, Sandbox
 from sandbox.manifest import ManifestError, Plugin, plugin_from_stored
@@ -298,6 +299,9 @@ class Supervisor:
             "missed": self.stats.missed,
             "coalesced": self.stats.coalesced,
             "layers_missing": [k for k, v in self.sandbox.layers.items() if not v],
+            # The scheduler clock at this heartbeat: status windows follow it (fleet_clock.py).
+            "clock_now": iso(self.clock.now()),
+            "clock_scale": self.clock.scale,
         }
 
     def _tick(self, q: Queue) -> None:
@@ -477,21 +481,24 @@ class Supervisor:
         metrics.RUN_DURATION.labels(run.cadence).observe(finished.outcome.duration_ms / 1000.0)
         if outcome in metrics.KILL_OUTCOMES:
             metrics.SANDBOX_KILLS.labels(outcome).inc()
+        error = error_summary(finished.outcome.error)
         log.log(
             logging.INFO if finished.outcome.ok else logging.WARNING,
-            "run %s config %s task %s slot %s: %s in %.0f ms",
+            "run %s config %s task %s slot %s: %s in %.0f ms%s",
             run.run_id,
             run.config_id,
             run.task,
             iso(run.slot),
             outcome,
             finished.outcome.duration_ms,
+            f": {error} (plugin-runtime runs show {run.run_id})" if error else "",
             extra={
                 "run_id": run.run_id,
                 "config_id": run.config_id,
                 "task": run.task,
                 "slot": iso(run.slot),
                 "outcome": outcome,
+                **({"error": error} if error else {}),
             },
         )
         if count >= self.settings.flush_batch or (
@@ -687,6 +694,7 @@ class Supervisor:
             self.settings.runs_retention_days,
             self.settings.logs_retention_days,
             max_batches=20,
+            now=self.clock.now(),  # run ages are scheduler time (a test clock may start anywhere)
         )
         q.statements += int(done.get("statements", 0))
         if done.get("runs") or done.get("logs"):

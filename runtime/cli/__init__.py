@@ -18,10 +18,22 @@ COMMAND_MODULES = [
 ]
 
 
+DATABASE_URL_META = "plugin_runtime.database_url"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="plugin-runtime")
-def main() -> None:
+@click.option(
+    "--database-url",
+    metavar="URL",
+    default=None,
+    help="PostgreSQL URL for the command that follows (the same as its own --database-url).",
+)
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
     """Run third-party plugins' scheduled tasks on time, isolated, from PostgreSQL."""
+    if database_url:
+        ctx.meta[DATABASE_URL_META] = database_url
 
 
 for _name in COMMAND_MODULES:

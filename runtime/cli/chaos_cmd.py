@@ -5,13 +5,12 @@ scheduling invariants checked from the runs table. Last line: `invariants: ok` o
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
 from runtime.cli import main
 from runtime.cli.db_cmds import EXIT_BAD_INPUT, fail
-from runtime.db import DatabaseUnavailable, embedded_database_url
+from runtime.db import DatabaseUnavailable, data_dir, embedded_database_url
 from runtime.testing.chaos import ChaosOptions, run_chaos
 
 
@@ -98,7 +97,7 @@ def chaos_command(
     )
     if not url:
         try:
-            url = embedded_database_url(Path.cwd() / ".pgdata")
+            url = embedded_database_url(data_dir(), announce=True)
         except DatabaseUnavailable as exc:
             fail(str(exc), 3)
     assert url is not None

@@ -1,7 +1,7 @@
 """Admin commands: `db migrate`, `plugins ...`, `configs ...`, `trigger`, `runs`.
 
 Every command takes `--database-url` (default: $PLUGIN_RUNTIME_DATABASE_URL, else the embedded
-server in ./.pgdata) and brings the schema up to date first. Errors are one line on stderr:
+server in $PLUGIN_RUNTIME_DATA_DIR or the user's data directory) and brings the schema up to date first. Errors are one line on stderr:
 exit 2 for bad input, 3 when the database cannot be reached, 1 for anything else.
 
 `database_url_option`, `open_database` and `cli_errors` are meant for other command modules too.
@@ -20,20 +20,26 @@ from typing import Any, ParamSpec, TypeVar
 import click
 import psycopg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runtime import store
-from runtime.cli import main
+from runtime.cli import DATABASE_URL_META, main
 from runtime.db import (
+    ENV_DATA_DIR,
     ENV_DATABASE_URL,
     DatabaseUnavailable,
     InvalidDatabaseUrl,
     connect,
+    data_dir,
+    default_data_dir,
     failure_reason,
     resolve_database_url,
+    stop_embedded,
 )
 from runtime.jsonable import iso_utc, jsonable
 from runtime.migrate import MigrationError, migrate
+from runtime.run_error import error_summary
 from sandbox.manifest import ManifestError, load_plugin
 
 P = ParamSpec("P")
@@ -47,8 +53,8 @@ EXIT_DB_UNAVAILABLE = 3
 # -- shared plumbing ----------------------------------------------------------------------------
 
 
-class OneLineErrorCommand(click.Command):
-    """A command whose bad arguments are reported on one line (exit 2), not as a usage block."""
+class _OneLineErrors:
+    """Bad arguments are reported on one line (exit 2), not as a usage block."""
 
     def make_context(
         self,
@@ -58,11 +64,34 @@ class OneLineErrorCommand(click.Command):
         **extra: Any,
     ) -> click.Context:
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            return super().make_context(info_name, args, parent=parent, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
             name = " ".join(filter(None, [parent.command_path if parent else None, info_name]))
             click.echo(f"error: {exc.format_message()} (see '{name} --help')", err=True)
             raise click.exceptions.Exit(EXIT_BAD_INPUT) from None
+
+
+class OneLineErrorCommand(_OneLineErrors, click.Command):
+    """A command whose bad arguments are reported on one line (exit 2), not as a usage block."""
+
+
+class OneLineErrorGroup(_OneLineErrors, click.Group):
+    """A group whose bad arguments are reported on one line (exit 2), not as a usage block."""
+
+
+DATABASE_URL_HELP = (
+    f"PostgreSQL URL (default: ${ENV_DATABASE_URL}, else the embedded server in "
+    f"${ENV_DATA_DIR}, by default {default_data_dir()})."
+)
+
+
+def _inherit_database_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    """`--database-url` given here wins; else the one given before the command
+    (`plugin-runtime --database-url URL status`, or `runs --database-url URL show 5`)."""
+    if value:
+        ctx.meta[DATABASE_URL_META] = value
+        return value
+    return ctx.meta.get(DATABASE_URL_META)
 
 
 def database_url_option(fn: Callable[P, R]) -> Callable[P, R]:
@@ -72,7 +101,8 @@ def database_url_option(fn: Callable[P, R]) -> Callable[P, R]:
         "database_url",
         metavar="URL",
         default=None,
-        help=f"PostgreSQL URL (default: ${ENV_DATABASE_URL}, else an embedded server in ./.pgdata).",
+        callback=_inherit_database_url,
+        help=DATABASE_URL_HELP,
     )(fn)
 
 
@@ -107,7 +137,8 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except (store.StoreError, InvalidDatabaseUrl) as exc:
             fail(str(exc), EXIT_BAD_INPUT)
         except DatabaseUnavailable as exc:
-            fail(str(exc), EXIT_DB_UNAVAILABLE)
+            step = f" (next: {exc.next_step})" if exc.next_step else ""
+            fail(f"{exc}{step}", EXIT_DB_UNAVAILABLE)
         except psycopg.OperationalError as exc:
             fail(f"lost the connection to PostgreSQL: {failure_reason(exc)}", EXIT_DB_UNAVAILABLE)
         except MigrationError as exc:
@@ -187,6 +218,19 @@ def db_migrate(database_url: str | None) -> None:
         click.echo(f"applied {label}")
     if not applied:
         click.echo("database schema is up to date")
+
+
+@db_group.command("stop", cls=OneLineErrorCommand)
+@cli_errors
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL (the one in $PLUGIN_RUNTIME_DATA_DIR, else the user's data
+    directory); it otherwise stays running between commands."""
+    where = data_dir()
+    pid = stop_embedded(where)
+    if pid is None:
+        click.echo(f"no embedded PostgreSQL is running in {where}")
+    else:
+        click.echo(f"stopped the embedded PostgreSQL in {where} (pid {pid})")
 
 
 # -- plugins ------------------------------------------------------------------------------------
@@ -403,34 +447,124 @@ RUN_COLUMNS = [
     ("node", "node"),
     ("started", "started_at"),
     ("ms", "duration_ms"),
+    ("error", "error_summary"),
 ]
+TABLE_ERROR_CHARS = 80
 
 
-@main.command("runs", cls=OneLineErrorCommand)
+@main.group("runs", cls=OneLineErrorGroup, invoke_without_command=True)
 @click.option("--config", "config_id", type=int, metavar="ID", help="Only runs of this config.")
 @click.option("--task", metavar="T", help="Only runs of this task (function name).")
 @click.option(
-    "--outcome", metavar="O", help="Only runs with this outcome (ok, error, timeout, ...)."
+    "--outcome",
+    type=click.Choice(store.RUN_OUTCOMES),
+    help="Only runs with this outcome.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N")
+@click.option(
+    "--cadence", type=click.Choice(store.CADENCES), help="Only runs of tasks of this cadence."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="How many runs to list (the newest).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @database_url_option
+@click.pass_context
 @cli_errors
 def runs_cmd(
+    ctx: click.Context,
     config_id: int | None,
     task: str | None,
     outcome: str | None,
+    cadence: str | None,
     limit: int,
     as_json: bool,
     database_url: str | None,
 ) -> None:
-    """Recent runs, newest first."""
+    """Recent runs, newest first, with the error of each failed one.
+
+    `plugin-runtime runs show ID` shows everything about one run."""
+    if ctx.invoked_subcommand is not None:
+        return  # `runs show`: its --database-url falls back to the one given here
     with open_database(database_url) as conn:
-        rows = store.list_runs(conn, config_id=config_id, task=task, outcome=outcome, limit=limit)
+        rows = store.list_runs(
+            conn, config_id=config_id, task=task, outcome=outcome, limit=limit, cadence=cadence
+        )
     if as_json:
         print_json(rows)
         return
     for row in rows:
         if row["duration_ms"] is not None:
             row["duration_ms"] = round(row["duration_ms"])
+        row["error_summary"] = error_summary(row["error"], TABLE_ERROR_CHARS)
     print_table("runs (newest first)", RUN_COLUMNS, rows)
+    if any(row["error_summary"] for row in rows):
+        click.echo("why a run failed: plugin-runtime runs show RUN_ID", err=True)
+
+
+@runs_cmd.command("show", cls=OneLineErrorCommand)
+@click.argument("run_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@database_url_option
+@cli_errors
+def runs_show(run_id: int, as_json: bool, database_url: str | None) -> None:
+    """Everything about run ID: config, task, slot, attempt, node, timings, outcome, error with
+    its traceback, its log lines and a preview of its result."""
+    with open_database(database_url) as conn:
+        run = store.get_run(conn, run_id)
+    if as_json:
+        print_json(run)
+        return
+    print_run(run)
+
+
+def print_run(run: Mapping[str, Any]) -> None:
+    """The readable report of one run (`runs show`)."""
+    console = _console()
+
+    def field(label: str, value: Any) -> None:
+        console.print(f"[bold]{label:<11}[/] {escape(_cell(value) or '-')}", soft_wrap=True)
+
+    plugin = f"plugin {run['plugin']} {run['plugin_version']}" if run["plugin"] else "deleted"
+    kind = "manual" if run["manual"] else ("backfilled" if run["backfilled"] else "scheduled")
+    field("run", f"{run['id']} ({kind}, attempt {run['attempt']})")
+    field("config", f"{run['config_id']} ({plugin})")
+    cadence = f" ({run['cadence']}, {run['cron']})" if run["cadence"] else ""
+    field("task", f"{run['task']}{cadence}")
+    field("slot", run["slot"])
+    field("node", run["node"])
+    field("state", run["state"])
+    outcome = run["outcome"] or "-"
+    style = "green" if outcome == "ok" else "bold red"
+    console.print(f"[bold]{'outcome':<11}[/] [{style}]{escape(outcome)}[/]")
+    field("due", run["due_at"])
+    field("started", run["started_at"])
+    field("finished", run["finished_at"])
+    timings = []
+    if run["duration_ms"] is not None:
+        timings.append(f"{run['duration_ms']:.0f} ms in the sandbox")
+    if run["start_lag_s"] is not None and not run["manual"]:
+        timings.append(f"started {float(run['start_lag_s']):.1f} s after slot + spread offset")
+    field("timings", ", ".join(timings))
+    error = run["error"]
+    if error:
+        console.print(f"[bold]{'error':<11}[/] [red]{escape(error_summary(error, 10_000))}[/]")
+        traceback = [str(x) for x in error.get("traceback") or []]
+        if traceback:
+            console.print("[bold]traceback[/]")
+            for line in "".join(traceback).rstrip("\n").splitlines():
+                console.print("  " + escape(line), soft_wrap=True, highlight=False)
+    logs = run["logs"]
+    console.print(f"[bold]logs[/] ({len(logs)} line(s))")
+    for line in logs:
+        console.print(
+            f"  {escape(_cell(line['ts']))} {escape(str(line['level']).upper()):<7} "
+            f"{escape(str(line['message']))}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    field("result", run["result_preview"])

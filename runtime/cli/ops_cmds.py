@@ -32,7 +32,14 @@ from runtime.cli.db_cmds import (
 )
 from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, resolve_database_url
 from runtime.queries import query
-from runtime.status import CHECKS, Problem, status_for_url, unreachable_status
+from runtime.run_error import error_summary
+from runtime.status import (
+    CHECKS,
+    STOPPED_SHOWN_S,
+    Problem,
+    status_for_url,
+    unreachable_status,
+)
 
 STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan"}
 
@@ -43,9 +50,11 @@ def _snapshot(database_url: str | None) -> dict[str, Any]:
     except InvalidDatabaseUrl as exc:
         fail(str(exc), EXIT_BAD_INPUT)
     except DatabaseUnavailable as exc:  # the embedded server cannot start
-        status = unreachable_status(database_url or "", str(exc))
+        status = unreachable_status(database_url or "", str(exc), exc.failure, exc.next_step)
         status["problems"] = [
-            Problem("database", "critical", str(exc), "plugin-runtime db migrate").to_dict()
+            Problem(
+                "database", "critical", str(exc), exc.next_step or "plugin-runtime db stop"
+            ).to_dict()
         ]
         status["healthy"] = False
         return status
@@ -88,14 +97,12 @@ def status_cmd(as_json: bool, database_url: str | None) -> None:
 def _print_status(status: Mapping[str, Any]) -> None:
     console = _console()
     db = status["database"]
-    if not db.get("reachable"):
+    if not db.get("reachable") or not db.get("schema", True):
         console.print(
-            f"[bold red]DATABASE UNREACHABLE[/] at {escape(str(db.get('location')))}: "
-            f"{escape(str(db.get('error')))}"
+            f"[bold red]{escape(str(db.get('headline') or 'DATABASE UNREACHABLE'))}[/] at "
+            f"{escape(str(db.get('location')))}: {escape(str(db.get('error')))}"
         )
         console.print("Nodes, lag and configs cannot be shown without the database.")
-    elif not db.get("schema", True):
-        console.print("[bold red]the plugin_runtime schema is missing[/]")
     else:
         console.print(
             f"[bold]database[/] {escape(str(db['location']))} reachable, round trip "
@@ -114,6 +121,12 @@ def _print_status(status: Mapping[str, Any]) -> None:
             f"{q['queued']} manual run(s) queued{oldest}"
         )
         _print_tables(status)
+        clock = status.get("clock") or {}
+        if clock.get("source") not in (None, "database") and clock.get("scale") != 1.0:
+            console.print(
+                f"[dim]windows follow the scheduler clock of {escape(str(clock['source']))} "
+                f"(x{clock['scale']:g}, now {_when(clock['now'])})[/]"
+            )
     _print_problems(status["problems"])
 
 
@@ -178,6 +191,11 @@ def _print_tables(status: Mapping[str, Any]) -> None:
         ],
         nodes,
     )
+    if status.get("stopped_nodes_hidden"):
+        _console().print(
+            f"[dim]{status['stopped_nodes_hidden']} node(s) stopped more than "
+            f"{STOPPED_SHOWN_S / 60:.0f} min ago not shown[/]"
+        )
     worst = [
         {
             **w,
@@ -225,11 +243,19 @@ def _print_problems(found: Sequence[Mapping[str, str]]) -> None:
             f"[{STYLE[p['severity']]}]{p['severity'].upper()}[/] "
             f"{escape('[' + p['check'] + ']')} {escape(p['what'])}"
         )
-        console.print(f"    run: {escape(p['command'])}", soft_wrap=True)
-        if p.get("hint"):
-            console.print(f"    ({escape(p['hint'])})", soft_wrap=True)
+        _print_commands(p)
     if serious:
         console.print(f"[bold red]{len(serious)} problem(s)[/]")
+
+
+def _print_commands(p: Mapping[str, str]) -> None:
+    """The command that shows why (`look`), the one that acts (`run`), and the hint."""
+    console = _console()
+    if p.get("look"):
+        console.print(f"    look: {escape(p['look'])}", soft_wrap=True)
+    console.print(f"    run: {escape(p['command'])}", soft_wrap=True)
+    if p.get("hint"):
+        console.print(f"    ({escape(p['hint'])})", soft_wrap=True)
 
 
 # -- doctor -------------------------------------------------------------------------------------
@@ -260,9 +286,7 @@ def doctor_cmd(database_url: str | None) -> None:
             console.print(
                 f"{head}: [{STYLE[p['severity']]}]{p['severity'].upper()}[/] {escape(p['what'])}"
             )
-            console.print(f"    run: {escape(p['command'])}", soft_wrap=True)
-            if p.get("hint"):
-                console.print(f"    ({escape(p['hint'])})", soft_wrap=True)
+            _print_commands(p)
     code = _exit_code(status)
     console.print(
         "all checks OK"
@@ -293,10 +317,27 @@ def _ok_detail(check: str, status: Mapping[str, Any]) -> str:
 
 def _print_lines(rows: Sequence[Mapping[str, Any]]) -> None:
     for row in rows:
+        if row.get("error") is not None:  # the error that ended a failed run
+            message = (
+                f"{row['outcome']}: {error_summary(row['error'], 10_000)} "
+                f"(plugin-runtime runs show {row['run_id']})"
+            )
+        else:
+            message = str(row["message"])
         click.echo(
             f"{_when(row['ts'])}  run {row['run_id']}  {row['task'] or '-'}  "
-            f"{str(row['level']).upper():<7} {row['message']}"
+            f"{str(row['level']).upper():<7} {message}"
         )
+
+
+def _with_errors(
+    lines: Sequence[Mapping[str, Any]], errors: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Log lines and run errors in one stream: each run's lines, then its error."""
+    merged = [{**line, "error": None} for line in lines]
+    merged += [{**e, "id": None, "level": "error", "message": ""} for e in errors]
+    merged.sort(key=lambda r: (r["run_id"], r["id"] is None, r["id"] or 0))
+    return merged
 
 
 @main.command("logs", cls=OneLineErrorCommand)
@@ -328,28 +369,49 @@ def logs_cmd(
     interval: float,
     database_url: str | None,
 ) -> None:
-    """Log lines of plugin config ID (print and meta.logger), oldest first."""
+    """Log lines of plugin config ID (print and meta.logger), oldest first; each failed run's
+    lines end with its error (`runs show RUN` has the traceback)."""
     with open_database(database_url) as conn:
         if run_id is not None:
             run = conn.execute(query("run_of_config"), {"run_id": run_id}).fetchone()
             if run is None or run["config_id"] != config_id:
                 raise store.NotFound(f"config {config_id} has no run {run_id}")
         params: dict[str, Any] = {"config_id": config_id, "run_id": run_id, "limit": limit}
-        rows = list(reversed(conn.execute(query("logs_tail"), params).fetchall()))
+        lines = list(reversed(conn.execute(query("logs_tail"), params).fetchall()))
+        # The errors of the runs these lines cover, and of later runs (some fail silently).
+        from_run = min((line["run_id"] for line in lines), default=0)
+        errors = conn.execute(
+            query("failed_runs_of_config"), {**params, "from_run_id": from_run}
+        ).fetchall()
+        rows = _with_errors(lines, errors)[-limit:]
         if not rows and conn.execute(query("config_exists"), {"id": config_id}).fetchone() is None:
             raise store.NotFound(f"no config with id {config_id}")
         _print_lines(rows)
         if not follow:
             return
-        last = rows[-1]["id"] if rows else 0
+        last = lines[-1]["id"] if lines else 0
+        shown = {
+            e["run_id"]
+            for e in conn.execute(
+                query("failed_runs_of_config"), {**params, "from_run_id": 0, "limit": 1000}
+            ).fetchall()
+        }
         try:
             while True:
                 time.sleep(interval)
                 new = conn.execute(
                     query("logs_after"), {**params, "after_id": last, "limit": 1000}
                 ).fetchall()
+                failed = [
+                    e
+                    for e in conn.execute(
+                        query("failed_runs_of_config"), {**params, "from_run_id": 0, "limit": 100}
+                    ).fetchall()
+                    if e["run_id"] not in shown
+                ]
+                shown.update(e["run_id"] for e in failed)
+                _print_lines(_with_errors(new, failed))
                 if new:
-                    _print_lines(new)
                     last = new[-1]["id"]
         except KeyboardInterrupt:
             return

@@ -284,20 +284,46 @@ def test_database_down_exits_3_with_a_clear_message(cli_runner: CliRunner, args:
 def test_embedded_server_is_the_default(
     cli_runner: CliRunner, tmp_path: Path, tiny_dir: Path
 ) -> None:
-    """No --database-url and no environment: an embedded server in ./.pgdata, left running
-    between commands (the second command reuses it and sees the first one's work)."""
+    """No --database-url and no environment: the embedded server in the user's data directory
+    (here $XDG_DATA_HOME), whatever the working directory, left running between commands (the
+    second command, from another directory, reuses it and sees the first one's work); each says
+    where it is on stderr; `db stop` stops it."""
     # Not in tmp_path: as root the server runs as the `pgserver` user, and any pytest starting
     # meanwhile (another clone's) makes /tmp/pytest-of-root private again.
-    work = Path(tempfile.mkdtemp(prefix="plugin-runtime-embedded-"))
-    cli = replace(cli_runner, database_url=None, cwd=work)
+    base = Path(tempfile.mkdtemp(prefix="plugin-runtime-embedded-"))
+    base.chmod(0o755)
+    first, second = base / "a", base / "b"
+    first.mkdir()
+    second.mkdir()
+    env = {"XDG_DATA_HOME": str(base / "xdg"), "PLUGIN_RUNTIME_DATA_DIR": ""}
+    data_dir = base / "xdg" / "plugin-runtime" / "pgdata"
+    cli = replace(cli_runner, database_url=None, cwd=first)
     try:
-        cli.ok("plugins", "install", tiny_dir, timeout=120)
-        assert (work / ".pgdata" / "PG_VERSION").is_file()
-        listed = json.loads(cli.ok("plugins", "list", "--json").stdout)
-        assert [p["name"] for p in listed] == ["tiny"]
+        installed = cli.ok("plugins", "install", tiny_dir, timeout=120, env=env)
+        assert (data_dir / "PG_VERSION").is_file()
+        assert not (first / ".pgdata").exists()
+        assert f"embedded PostgreSQL in {data_dir}: started" in installed.stderr
+        listed = replace(cli, cwd=second).ok("plugins", "list", "--json", env=env)
+        assert [p["name"] for p in json.loads(listed.stdout)] == ["tiny"]
+        assert listed.stderr.count("embedded PostgreSQL") == 1
+        assert f"embedded PostgreSQL in {data_dir}: reused (pid " in listed.stderr
+        stopped = cli.ok("db", "stop", env=env)
+        assert f"stopped the embedded PostgreSQL in {data_dir}" in stopped.stdout
+        assert not (data_dir / "postmaster.pid").exists()
+        again = cli.ok("db", "stop", env=env)
+        assert "no embedded PostgreSQL is running" in again.stdout
     finally:
-        _stop_embedded(work / ".pgdata")
-        shutil.rmtree(work, ignore_errors=True)
+        _stop_embedded(data_dir)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_data_dir_is_set_by_the_environment(cli_runner: CliRunner, tmp_path: Path) -> None:
+    """`db stop` on a directory with no server says so (and never starts one)."""
+    cli = replace(cli_runner, database_url=None)
+    where = tmp_path / "elsewhere"
+    result = cli.ok("db", "stop", env={"PLUGIN_RUNTIME_DATA_DIR": str(where)})
+    assert f"no embedded PostgreSQL is running in {where}" in result.stdout
+    assert not where.exists()
 
 
 def _stop_embedded(data_dir: Path) -> None:

@@ -164,7 +164,7 @@ def test_always_timing_out_config_is_shown_and_disabled(
         assert worst["last_outcome"] == "timeout"
         [problem] = [p for p in status["problems"] if p["check"] == "configs"]
         assert problem["command"] == f"plugin-runtime configs disable {bad}"
-        assert "(last: timeout)" in problem["what"]
+        assert "(last: run " in problem["what"] and " timeout: Timeout: " in problem["what"]
         doctor = cli_runner("doctor")
         assert doctor.returncode == 1
         assert f"run: plugin-runtime configs disable {bad}" in doctor.stdout

@@ -146,13 +146,40 @@ SELECT c.id, p.name AS plugin,
 
 -- name: list_runs
 -- Newest first, optionally filtered; the plugin name when the config still exists.
-SELECT r.id, r.config_id, p.name AS plugin, r.task, r.slot, r.attempt, r.manual, r.backfilled,
-       r.node, r.state, r.outcome, r.due_at, r.started_at, r.finished_at, r.duration_ms, r.error
+SELECT r.id, r.config_id, p.name AS plugin, r.task, t.cadence, r.slot, r.attempt, r.manual,
+       r.backfilled, r.node, r.state, r.outcome, r.due_at, r.started_at, r.finished_at,
+       r.duration_ms, r.error
   FROM plugin_runtime.runs r
+  LEFT JOIN plugin_runtime.tasks t ON t.id = r.task_id
   LEFT JOIN plugin_runtime.plugin_configs c ON c.id = r.config_id
   LEFT JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
  WHERE (%(config_id)s::bigint IS NULL OR r.config_id = %(config_id)s::bigint)
    AND (%(task)s::text IS NULL OR r.task = %(task)s::text)
    AND (%(outcome)s::text IS NULL OR r.outcome = %(outcome)s::text)
+   AND (%(cadence)s::text IS NULL OR t.cadence = %(cadence)s::text)
  ORDER BY r.id DESC
+ LIMIT %(limit)s;
+
+-- name: run_detail
+-- Everything about one run: its config and plugin (when they still exist), its task's cadence
+-- and spread offset (for the start lag), timings, outcome, error and result.
+SELECT r.id, r.config_id, p.name AS plugin, p.version AS plugin_version, r.task, t.cadence,
+       t.cron, t.offset_s, r.slot, r.attempt, r.manual, r.backfilled, r.node, r.state,
+       r.outcome, r.due_at, r.claimed_at, r.started_at, r.finished_at, r.duration_ms,
+       EXTRACT(EPOCH FROM r.started_at - (r.slot + make_interval(secs => COALESCE(t.offset_s, 0))))
+           AS start_lag_s,
+       r.error, r.result, r.created_at,
+       c.enabled AS config_enabled, c.quarantined_at AS config_quarantined_at
+  FROM plugin_runtime.runs r
+  LEFT JOIN plugin_runtime.tasks t ON t.id = r.task_id
+  LEFT JOIN plugin_runtime.plugin_configs c ON c.id = r.config_id
+  LEFT JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
+ WHERE r.id = %(run_id)s;
+
+-- name: run_log_lines
+-- The log lines of one run, oldest first (at most %(limit)s).
+SELECT l.id, l.ts, l.level, l.message
+  FROM plugin_runtime.logs l
+ WHERE l.run_id = %(run_id)s
+ ORDER BY l.id
  LIMIT %(limit)s;

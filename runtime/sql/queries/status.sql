@@ -1,7 +1,9 @@
 -- Read-only statements behind `plugin-runtime status`, `doctor` and /api/status (runtime/status.py).
--- Windows ("last 10 minutes") are measured against the database's now(). Run times (slot,
--- started_at, finished_at) are in the nodes' scheduler clock, normally the wall clock; a start
--- lag is started_at - (slot + offset), so it never mixes the two clocks.
+-- Run times (slot, due_at, started_at, finished_at) are in the nodes' scheduler clock, normally
+-- the wall clock; so windows ("last 10 minutes", "missed in 24 h", "overdue") are measured
+-- against %(now)s, the fleet's scheduler time (runtime/fleet_clock.py), never the database's
+-- now(). Heartbeats are database time and are measured against now(). A start lag is
+-- started_at - (slot + offset), so it never mixes the two clocks.
 
 -- name: status_database
 -- The database itself: is it busy? Connections to the server and its limit; of this database:
@@ -44,7 +46,7 @@ recent AS (
            r.backfilled, r.attempt, r.manual, r.outcome
       FROM plugin_runtime.runs r
       JOIN plugin_runtime.tasks t ON t.id = r.task_id
-     WHERE r.finished_at >= now() - make_interval(secs => %(window_s)s)
+     WHERE r.finished_at >= %(now)s::timestamptz - make_interval(secs => %(window_s)s)
        AND r.state = 'done'
        AND r.outcome NOT IN ('missed', 'released', 'cancelled')
 ),
@@ -62,9 +64,9 @@ lag AS (
 tasks AS (
     SELECT t.cadence,
            count(*) AS tasks,
-           count(*) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < now()) AS overdue,
-           min(t.next_due_at) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < now()) AS oldest_overdue_due_at,
-           min(t.next_slot) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < now()) AS oldest_unstarted_slot
+           count(*) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < %(now)s::timestamptz) AS overdue,
+           min(t.next_due_at) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < %(now)s::timestamptz) AS oldest_overdue_due_at,
+           min(t.next_slot) FILTER (WHERE t.active_run_id IS NULL AND t.next_due_at < %(now)s::timestamptz) AS oldest_unstarted_slot
       FROM plugin_runtime.tasks t
       JOIN plugin_runtime.plugin_configs c ON c.id = t.config_id
      WHERE c.enabled AND c.quarantined_at IS NULL
@@ -74,7 +76,7 @@ missed AS (
     SELECT t.cadence, count(*) AS missed_24h
       FROM plugin_runtime.runs r
       JOIN plugin_runtime.tasks t ON t.id = r.task_id
-     WHERE r.outcome = 'missed' AND r.finished_at >= now() - interval '24 hours'
+     WHERE r.outcome = 'missed' AND r.finished_at >= %(now)s::timestamptz - interval '24 hours'
      GROUP BY t.cadence
 )
 SELECT c.cadence,
@@ -86,7 +88,7 @@ SELECT c.cadence,
        COALESCE(tasks.overdue, 0) AS overdue,
        tasks.oldest_overdue_due_at,
        tasks.oldest_unstarted_slot,
-       EXTRACT(EPOCH FROM now() - tasks.oldest_overdue_due_at) AS overdue_s,
+       EXTRACT(EPOCH FROM %(now)s::timestamptz - tasks.oldest_overdue_due_at) AS overdue_s,
        COALESCE(missed.missed_24h, 0) AS missed_24h
   FROM cadences c
   LEFT JOIN lag ON lag.cadence = c.cadence
@@ -96,19 +98,26 @@ SELECT c.cadence,
  ORDER BY array_position(ARRAY['minute', 'hour', 'day', 'cron'], c.cadence);
 
 -- name: status_nodes
--- Every node with its heartbeat age (database clock), what it holds, and its recent throughput.
--- Nodes stopped more than a day ago are left out.
+-- Every node with its heartbeat age (database clock), what it holds, and its recent throughput
+-- (scheduler clock). Nodes stopped more than %(stopped_shown_s)s seconds ago are left out (their
+-- number is in status_hidden_nodes).
 SELECT n.id, n.hostname, n.pid, n.capabilities, n.layers, n.concurrency, n.started_at,
        n.heartbeat_at, n.stopped_at, n.stats,
        EXTRACT(EPOCH FROM now() - n.heartbeat_at) AS heartbeat_age_s,
        (SELECT count(*) FROM plugin_runtime.runs r
          WHERE r.node = n.id AND r.state = 'claimed') AS claimed,
        (SELECT count(*) FROM plugin_runtime.runs r
-         WHERE r.node = n.id AND r.finished_at >= now() - make_interval(secs => %(window_s)s)
+         WHERE r.node = n.id AND r.finished_at >= %(now)s::timestamptz - make_interval(secs => %(window_s)s)
            AND r.state = 'done' AND r.started_at IS NOT NULL) AS finished_recent
   FROM plugin_runtime.nodes n
- WHERE n.stopped_at IS NULL OR n.stopped_at >= now() - interval '24 hours'
+ WHERE n.stopped_at IS NULL OR n.stopped_at >= now() - make_interval(secs => %(stopped_shown_s)s)
  ORDER BY n.stopped_at IS NOT NULL, n.id;
+
+-- name: status_hidden_nodes
+-- How many stopped nodes status_nodes leaves out.
+SELECT count(*) AS n
+  FROM plugin_runtime.nodes n
+ WHERE n.stopped_at < now() - make_interval(secs => %(stopped_shown_s)s);
 
 -- name: status_worst_configs
 -- Plugin configs over the last %(window_s)s seconds: the top %(top)s by failures, by timeouts and
@@ -121,7 +130,7 @@ WITH per_config AS (
            percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration_ms) AS p95_ms,
            (array_agg(r.outcome ORDER BY r.id DESC))[1] AS last_outcome
       FROM plugin_runtime.runs r
-     WHERE r.finished_at >= now() - make_interval(secs => %(window_s)s)
+     WHERE r.finished_at >= %(now)s::timestamptz - make_interval(secs => %(window_s)s)
        AND r.state = 'done'
        AND r.outcome NOT IN ('missed', 'released', 'cancelled')
      GROUP BY r.config_id
@@ -148,19 +157,25 @@ SELECT r.config_id, p.name AS plugin, c.enabled, c.quarantined_at, c.consecutive
 
 -- name: status_attention_configs
 -- Configs an operator should look at: quarantined ones (with the reason), and enabled ones
--- failing %(failing_after)s or more runs in a row.
+-- whose last %(failing_from)s or more runs failed, each with its latest failed run and error.
 SELECT c.id AS config_id, p.name AS plugin, c.enabled, c.quarantined_at, c.quarantine_reason,
        c.consecutive_failures,
        (SELECT r.outcome FROM plugin_runtime.runs r
          WHERE r.config_id = c.id AND r.state = 'done'
            AND r.outcome NOT IN ('missed', 'released', 'cancelled')
          ORDER BY r.id DESC LIMIT 1) AS last_outcome,
+       f.id AS last_failed_run_id, f.outcome AS last_failed_outcome, f.error AS last_error,
        ARRAY(SELECT t.name FROM plugin_runtime.tasks t
               WHERE t.config_id = c.id ORDER BY t.name) AS tasks
   FROM plugin_runtime.plugin_configs c
   JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
+  LEFT JOIN LATERAL (
+      SELECT r.id, r.outcome, r.error FROM plugin_runtime.runs r
+       WHERE r.config_id = c.id AND r.state = 'done'
+         AND r.outcome NOT IN ('ok', 'duplicate', 'lost', 'released', 'missed', 'cancelled')
+       ORDER BY r.id DESC LIMIT 1) f ON true
  WHERE c.quarantined_at IS NOT NULL
-    OR (c.enabled AND c.consecutive_failures >= %(failing_after)s)
+    OR (c.enabled AND c.consecutive_failures >= %(failing_from)s)
  ORDER BY c.quarantined_at IS NULL, c.consecutive_failures DESC, c.id
  LIMIT 100;
 
@@ -191,15 +206,28 @@ SELECT l.id, l.run_id, l.ts, l.level, l.message, r.task
  ORDER BY l.id
  LIMIT %(limit)s;
 
+-- name: failed_runs_of_config
+-- The errors that end failed runs' lines in `logs`: done runs of a config (optionally one run)
+-- with an error, newest first, from run %(from_run_id)s on, at most %(limit)s.
+SELECT r.id AS run_id, r.finished_at AS ts, r.task, r.outcome, r.error
+  FROM plugin_runtime.runs r
+ WHERE r.config_id = %(config_id)s
+   AND (%(run_id)s::bigint IS NULL OR r.id = %(run_id)s::bigint)
+   AND r.id >= %(from_run_id)s
+   AND r.state = 'done' AND r.error IS NOT NULL AND r.outcome <> 'ok'
+ ORDER BY r.id DESC
+ LIMIT %(limit)s;
+
 -- name: run_of_config
 SELECT id, config_id FROM plugin_runtime.runs WHERE id = %(run_id)s;
 
 -- name: prune_runs
--- One batch of retention: done runs finished before the cutoff (never one still in flight, and
+-- One batch of retention: done runs finished before the cutoff (measured against %(now)s, the
+-- scheduler clock that wrote finished_at) (never one still in flight, and
 -- never the run a task names as active). Short: at most %(batch)s rows per statement.
 DELETE FROM plugin_runtime.runs
  WHERE id IN (SELECT r.id FROM plugin_runtime.runs r
-               WHERE r.finished_at < now() - %(days)s * interval '1 day'
+               WHERE r.finished_at < %(now)s::timestamptz - %(days)s * interval '1 day'
                  AND r.state = 'done'
                  AND NOT EXISTS (SELECT 1 FROM plugin_runtime.tasks t WHERE t.active_run_id = r.id)
                LIMIT %(batch)s
@@ -209,7 +237,17 @@ DELETE FROM plugin_runtime.runs
 -- One batch of log retention: lines older than the cutoff, at most %(batch)s per statement.
 DELETE FROM plugin_runtime.logs
  WHERE id IN (SELECT l.id FROM plugin_runtime.logs l
-               WHERE l.ts < now() - %(days)s * interval '1 day'
+               WHERE l.ts < %(now)s::timestamptz - %(days)s * interval '1 day'
                ORDER BY l.id
                LIMIT %(batch)s
                  FOR UPDATE SKIP LOCKED);
+
+-- name: fleet_clock
+-- Live nodes, freshest heartbeat first, with their scheduler clock reading at that heartbeat
+-- (runtime/fleet_clock.py). One row with no node when none is alive, for the database's now().
+SELECT n.id, n.stats, now() AS database_now,
+       EXTRACT(EPOCH FROM now() - n.heartbeat_at) AS since_heartbeat_s
+  FROM (SELECT 1) one
+  LEFT JOIN plugin_runtime.nodes n
+    ON n.stopped_at IS NULL AND n.heartbeat_at >= now() - make_interval(secs => %(live_s)s)
+ ORDER BY n.heartbeat_at DESC NULLS LAST;
