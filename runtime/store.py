@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from runtime.queries import query
-from sandbox.manifest import ConfigField, Manifest, Plugin, parse_manifest
+from sandbox.manifest import ConfigField, Manifest, Plugin, parse_manifest, plugin_from_stored
 from sandbox.outcome import OUTCOMES as SANDBOX_OUTCOMES
 
 Conn = psycopg.Connection[Any]
@@ -102,6 +102,14 @@ def install_plugin(conn: Conn, plugin: Plugin) -> int:
         if config_ids:
             sync_tasks(conn, config_ids)
     return plugin_id
+
+
+def get_plugin(conn: Conn, name: str) -> Plugin:
+    """The installed plugin `name` (manifest and source), or NotFound."""
+    row = _row(conn, "get_plugin_code_by_name", {"name": name})
+    if row is None:
+        raise NotFound(f"no plugin named '{name}' is installed")
+    return plugin_from_stored(row["manifest"], row["source"])
 
 
 def list_plugins(conn: Conn) -> list[dict[str, Any]]:

@@ -28,12 +28,14 @@ from runtime.clock import Clock, iso
 from runtime.db import DatabaseUnavailable, connect
 from runtime.dispatch import Dispatcher, Finished
 from runtime.migrate import migrate
+from runtime.quarantine_watch import QuarantineWatch
 from runtime.queue import ClaimedRun, Queue
 from runtime.reload import Listener
 from runtime.run_error import error_summary
 from runtime.schedule import SchedulePolicy, TaskState
 from sandbox import DEFAULT_LIMITS, Limits, Sandbox
 from sandbox.manifest import ManifestError, Plugin, plugin_from_stored
+from sandbox.services import IPNetwork, LocalServices
 
 log = logging.getLogger("plugin_runtime.supervisor")
 
@@ -65,6 +67,8 @@ class Settings:
     drain_timeout_s: float = 60.0
     caps: Limits = DEFAULT_LIMITS
     policy: SchedulePolicy = field(default_factory=SchedulePolicy)
+    # Networks meta.fetch may reach although they are not public (`serve --allow-networks`).
+    allow_networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass
@@ -89,7 +93,10 @@ class Supervisor:
         self.url = url
         self.settings = settings or Settings()
         self.clock = clock or Clock()
-        self.sandbox = sandbox or Sandbox(caps=self.settings.caps)
+        self.sandbox = sandbox or Sandbox(
+            caps=self.settings.caps,
+            services=LocalServices(allow_networks=self.settings.allow_networks),
+        )
         self.stats = Stats()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -103,6 +110,7 @@ class Supervisor:
         self._avg_run_s = 0.05  # moving average of run wall time, for the claim size
         self._plugins: dict[int, tuple[datetime, Plugin]] = {}
         self._queue: Queue | None = None
+        self.quarantine_watch = QuarantineWatch()
         self.listener = Listener(url, self.wake)
         self.dispatcher = Dispatcher(
             self.sandbox,
@@ -715,12 +723,15 @@ class Supervisor:
             return False
         sync: set[int] = set()
         manual = False
+        watch = False
         for change in changes:
             if change.channel == "plugin_runtime_trigger":
                 manual = True
             elif change.channel == "reconnected":
                 self._reconcile(q)
+                watch = True
             elif change.payload.get("table") == "plugin_configs":
+                watch = True
                 config_id = int(change.payload["id"])
                 if not change.payload.get("runnable", False):
                     held = self.dispatcher.take_held(config_id)
@@ -742,7 +753,23 @@ class Supervisor:
                     self.dispatcher.update_settings(row["id"], row["settings"])
         if manual:
             self._claim_manual(q)
+        if watch:
+            self._watch_quarantine(q)
         return bool(sync)
+
+    def _watch_quarantine(self, q: Queue) -> None:
+        """Log configs quarantined or released since the last look (quarantine_watch.py)."""
+        quarantined = q.execute("quarantined_configs")
+        released = self.quarantine_watch.released(quarantined)
+        enabled = (
+            {
+                int(r["id"]): bool(r["enabled"])
+                for r in q.execute("configs_enabled", {"ids": released})
+            }
+            if released
+            else {}
+        )
+        self.quarantine_watch.observe(quarantined, enabled)
 
 
 def _decision(

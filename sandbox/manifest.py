@@ -6,6 +6,7 @@ Every error names the field it is about, so a plugin author can fix it without r
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -169,6 +170,8 @@ def parse_manifest(data: Any) -> Manifest:
         for flag in ("required", "secret"):
             if not isinstance(spec.get(flag, False), bool):
                 raise _fail(f"{where}.{flag}", "must be true or false")
+        if "default" in spec and not _default_fits(ftype, spec["default"]):
+            raise _fail(f"{where}.default", f"must be of its type, {ftype}")
         schema[key] = ConfigField(
             type=ftype,
             required=spec.get("required", False),
@@ -222,6 +225,39 @@ def parse_manifest(data: Any) -> Manifest:
         limits=limits,
         raw=data,
     )
+
+
+def _default_fits(ftype: str, value: Any) -> bool:
+    """Whether a config_schema default (a JSON value) has the setting's declared type."""
+    if ftype == "json" or value is None:
+        return True
+    if ftype == "string":
+        return isinstance(value, str)
+    if ftype == "boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if ftype == "integer":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return isinstance(value, int | float)  # number
+
+
+def near_misses(plugin: Plugin) -> dict[str, str]:
+    """Functions of the plugin that look like a misspelt scheduled function name (e.g.
+    `run_every_hr` -> `run_every_hour`), so that an install that schedules nothing can say so."""
+    functions = defined_functions(plugin.source, plugin.manifest.main)
+    scheduled = set(plugin.tasks())
+    known = list(CADENCE_FUNCTIONS)
+    folded = {name.lower().replace("_", ""): name for name in known}
+    out: dict[str, str] = {}
+    for fn in sorted(functions - scheduled):
+        if fn.lower().replace("_", "") in folded:
+            out[fn] = folded[fn.lower().replace("_", "")]
+            continue
+        close = difflib.get_close_matches(fn, known, n=1, cutoff=0.75)
+        if close:
+            out[fn] = close[0]
+    return out
 
 
 def defined_functions(source: str, filename: str = "main.py") -> set[str]:

@@ -37,6 +37,16 @@ def resolve_limits(
     return Limits(timeout_s=pick("timeout_s"), cpu_s=pick("cpu_s"), memory_mb=pick("memory_mb"))
 
 
+def lowered_limits(asked: Limits, caps: Limits = DEFAULT_LIMITS) -> list[tuple[str, Any, Any]]:
+    """(name, asked, cap) for each limit asked above its cap: the run gets the cap instead."""
+    out = []
+    for name in ("timeout_s", "cpu_s", "memory_mb"):
+        value, cap = getattr(asked, name), getattr(caps, name)
+        if value is not None and cap is not None and value > cap:
+            out.append((name, value, cap))
+    return out
+
+
 @dataclass
 class RunInfo:
     """`meta.run` as the plugin sees it."""

@@ -22,8 +22,20 @@ from runtime.testing.chaos import ChaosOptions, run_chaos
     help="Server to make the throwaway database on (default: $PLUGIN_RUNTIME_TEST_DATABASE_URL, "
     "$PLUGIN_RUNTIME_DATABASE_URL, else the embedded server). Needs CREATE DATABASE.",
 )
-@click.option("--nodes", type=click.IntRange(1, 32), default=3, show_default=True)
-@click.option("--configs", type=click.IntRange(5, 100_000), default=200, show_default=True)
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 32),
+    default=3,
+    show_default=True,
+    help="How many serve nodes the fleet runs.",
+)
+@click.option(
+    "--configs",
+    type=click.IntRange(5, 100_000),
+    default=200,
+    show_default=True,
+    help="How many plugin configs (of the built-in chaos plugins) to schedule.",
+)
 @click.option(
     "--duration",
     type=click.FloatRange(5),
@@ -31,7 +43,13 @@ from runtime.testing.chaos import ChaosOptions, run_chaos
     show_default=True,
     help="Real seconds of fault injection.",
 )
-@click.option("--time-scale", type=click.FloatRange(1), default=600.0, show_default=True)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(1),
+    default=600.0,
+    show_default=True,
+    help="Scheduler seconds per real second (600: an hour passes in 6 s).",
+)
 @click.option(
     "--kill-every",
     type=click.FloatRange(0),
@@ -72,7 +90,9 @@ from runtime.testing.chaos import ChaosOptions, run_chaos
     show_default=True,
     help="Bound on healthy tasks' start lag p99 outside fault windows (real s).",
 )
-@click.option("--seed", type=int, default=None)
+@click.option(
+    "--seed", type=int, default=None, help="Random seed of the fault schedule (default: random)."
+)
 @click.option("--keep", is_flag=True, help="Keep the throwaway database and node logs.")
 def chaos_command(
     database_url: str | None,

@@ -40,7 +40,9 @@ from runtime.db import (
 from runtime.jsonable import iso_utc, jsonable
 from runtime.migrate import MigrationError, migrate
 from runtime.run_error import error_summary
-from sandbox.manifest import ManifestError, load_plugin
+from sandbox import DEFAULT_LIMITS, Limits
+from sandbox.manifest import CADENCE_FUNCTIONS, ManifestError, Plugin, load_plugin, near_misses
+from sandbox.outcome import lowered_limits
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -241,12 +243,54 @@ def plugins_group() -> None:
     """Install, list and remove plugins."""
 
 
+CAP_FLAGS = {"timeout_s": "--timeout-cap-s", "cpu_s": "--cpu-cap-s", "memory_mb": "--memory-cap-mb"}
+
+
+def limits_note(plugin: Plugin, caps: Limits = DEFAULT_LIMITS, *, serve_caps: bool = True) -> str:
+    """What to tell the operator when the plugin asks for limits above the caps ("" if not)."""
+    lowered = lowered_limits(plugin.manifest.limits, caps)
+    if not lowered:
+        return ""
+    parts = [f"{name} {asked:g} -> {cap:g}" for name, asked, cap in lowered]
+    where = (
+        "the default caps of serve ("
+        + ", ".join(CAP_FLAGS[name] for name, _a, _c in lowered)
+        + " may differ)"
+        if serve_caps
+        else "the operator's caps"
+    )
+    return (
+        f"note: plugin {plugin.name} asks for limits above {where}; its runs get the caps: "
+        + ", ".join(parts)
+    )
+
+
+def no_tasks_message(plugin: Plugin) -> str:
+    """Why a plugin with no scheduled function is refused, with a suggestion if one fits."""
+    misses = near_misses(plugin)
+    hint = "".join(
+        f" `{fn}` is not a scheduled name: did you mean `{ok}`?" for fn, ok in misses.items()
+    )
+    known = ", ".join(n for n in CADENCE_FUNCTIONS if "_" in n)
+    return (
+        f"plugin {plugin.name} has no scheduled function, so it would never run.{hint} "
+        f"(scheduled: {known} or their camelCase names, or a cron entry in plugin.json "
+        "'schedules'; install it anyway with --allow-no-tasks)"
+    )
+
+
 @plugins_group.command("install", cls=OneLineErrorCommand)
 @click.argument("directory")
+@click.option(
+    "--allow-no-tasks",
+    is_flag=True,
+    help="Install even a plugin with no scheduled function (it will never run by itself).",
+)
 @database_url_option
 @cli_errors
-def plugins_install(directory: str, database_url: str | None) -> None:
-    """Install the plugin in DIRECTORY, or update the installed plugin of the same name."""
+def plugins_install(directory: str, allow_no_tasks: bool, database_url: str | None) -> None:
+    """Install the plugin in DIRECTORY, or update the installed plugin of the same name.
+    A plugin with no scheduled function is refused (exit 2) unless --allow-no-tasks."""
     plugin = load_plugin(directory)
     from sandbox.policy import plugin_code_problems  # lazy: the compiler is not needed elsewhere
 
@@ -260,6 +304,11 @@ def plugins_install(directory: str, database_url: str | None) -> None:
         for problem in problems:
             click.echo(f"  {problem}", err=True)
         raise click.exceptions.Exit(EXIT_BAD_INPUT)
+    if not plugin.tasks() and not allow_no_tasks:
+        fail(no_tasks_message(plugin), EXIT_BAD_INPUT)
+    note = limits_note(plugin)
+    if note:
+        click.echo(note, err=True)
     with open_database(database_url) as conn:
         plugin_id = store.install_plugin(conn, plugin)
     tasks = store.plugin_tasks_json(plugin)
@@ -285,6 +334,7 @@ def plugins_list(as_json: bool, database_url: str | None) -> None:
     print_table(
         "plugins",
         [
+            ("id", "id"),
             ("name", "name"),
             ("version", "version"),
             ("tasks", "task_names"),
@@ -336,8 +386,11 @@ def configs_create(
     settings = parse_assignments(pairs)
     with open_database(database_url) as conn:
         config_id = store.create_config(conn, plugin, settings, enabled=not disabled)
+        note = limits_note(store.get_plugin(conn, plugin))
     state = "disabled" if disabled else "enabled"
     click.echo(f"created config {config_id} of plugin {plugin} ({state})", err=True)
+    if note:
+        click.echo(note, err=True)
     click.echo(str(config_id))
 
 

@@ -48,7 +48,8 @@ from sandbox import (
     resolve_limits,
 )
 from sandbox.manifest import defined_functions, parse_manifest
-from sandbox.services import LocalServices
+from sandbox.outcome import lowered_limits
+from sandbox.services import IPNetwork, LocalServices, parse_networks
 
 EXIT_OK = 0
 
@@ -146,14 +147,18 @@ def build_limits(
     for flag, value in (("--timeout-s", timeout_s), ("--cpu-s", cpu_s), ("--memory-mb", memory_mb)):
         if value is not None and value <= 0:
             raise BadInput(f"{flag} must be greater than 0")
+    return resolve_limits(asked_limits(plugin, timeout_s, cpu_s, memory_mb), caps=DEFAULT_LIMITS)
+
+
+def asked_limits(
+    plugin: Plugin, timeout_s: float | None, cpu_s: float | None, memory_mb: int | None
+) -> Limits:
+    """What the flags, else the plugin, ask for (before the caps)."""
     asked = plugin.manifest.limits
-    return resolve_limits(
-        Limits(
-            timeout_s=timeout_s if timeout_s is not None else asked.timeout_s,
-            cpu_s=cpu_s if cpu_s is not None else asked.cpu_s,
-            memory_mb=memory_mb if memory_mb is not None else asked.memory_mb,
-        ),
-        caps=DEFAULT_LIMITS,
+    return Limits(
+        timeout_s=timeout_s if timeout_s is not None else asked.timeout_s,
+        cpu_s=cpu_s if cpu_s is not None else asked.cpu_s,
+        memory_mb=memory_mb if memory_mb is not None else asked.memory_mb,
     )
 
 
@@ -184,10 +189,11 @@ def parse_slot(text: str) -> str:
 
 
 def execute(
-    request: RunRequest, allow_private: bool
+    request: RunRequest, allow_private: bool, allow_networks: Sequence[IPNetwork] = ()
 ) -> tuple[Outcome, dict[str, bool], dict[str, str]]:
     """Run the request in a fresh sandbox; the outcome, the layers and why some are off."""
-    with Sandbox(services=LocalServices(allow_private=allow_private)) as sandbox:
+    services = LocalServices(allow_private=allow_private, allow_networks=allow_networks)
+    with Sandbox(services=services) as sandbox:
         outcome = sandbox.run(request)
         layers = dict(outcome.layers or sandbox.layers)
         return outcome, layers, dict(sandbox.layer_reasons)
@@ -400,7 +406,14 @@ def _layers(layers: Mapping[str, bool], reasons: Mapping[str, str], console: Con
 @click.option(
     "--allow-private",
     is_flag=True,
-    help="Let meta.fetch reach loopback and private addresses (local testing).",
+    help="Let meta.fetch reach every loopback and private address (local testing).",
+)
+@click.option(
+    "--allow-networks",
+    metavar="CIDR,...",
+    default="",
+    help="Let meta.fetch reach only these non-public networks, as `serve --allow-networks` "
+    "does (e.g. 10.20.0.0/16,127.0.0.1).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
 def run_command(
@@ -415,6 +428,7 @@ def run_command(
     slot: str | None,
     backfilled: bool,
     allow_private: bool,
+    allow_networks: str,
     as_json: bool,
 ) -> None:
     """Run TASK of the plugin in PLUGIN_DIR once, in the sandbox (TASK may be left out when the
@@ -425,6 +439,17 @@ def run_command(
         chosen = choose_task(loaded, task)
         settings = build_settings(plugin, config_file, config_pairs)
         limits = build_limits(plugin, timeout_s, cpu_s, memory_mb)
+        lowered = lowered_limits(asked_limits(plugin, timeout_s, cpu_s, memory_mb))
+        if lowered:
+            click.echo(
+                "note: limits above the operator's caps were lowered to the caps: "
+                + ", ".join(f"{name} {asked:g} -> {cap:g}" for name, asked, cap in lowered),
+                err=True,
+            )
+        try:
+            networks = parse_networks(allow_networks)
+        except ValueError as exc:
+            raise BadInput(f"--allow-networks: {exc}") from None
         storage: dict[str, Any] = {}
         if storage_file:
             if not Path(storage_file).absolute().parent.is_dir():
@@ -444,7 +469,7 @@ def run_command(
         plugin=plugin, task=chosen, config=settings, storage=storage, limits=limits, run=run
     )
     try:
-        outcome, layers, reasons = execute(request, allow_private)
+        outcome, layers, reasons = execute(request, allow_private, networks)
     except (SandboxError, OSError) as exc:
         fail(f"the sandbox could not run the plugin: {exc}", EXIT_ERROR)
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from runtime.cli import main
@@ -12,6 +14,7 @@ from runtime.logs import setup_logging
 from runtime.schedule import ScheduleError, SchedulePolicy
 from runtime.supervisor import Settings, Supervisor
 from sandbox import Limits
+from sandbox.services import parse_networks
 
 CAPABILITIES = ("scheduledTasks",)
 
@@ -68,8 +71,28 @@ CAPABILITIES = ("scheduledTasks",)
     show_default=True,
     help="Operator cap on a run's wall time (a plugin may ask for less).",
 )
-@click.option("--cpu-cap-s", type=float, default=30.0, show_default=True)
-@click.option("--memory-cap-mb", type=int, default=256, show_default=True)
+@click.option(
+    "--cpu-cap-s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Operator cap on a run's CPU seconds (a plugin may ask for less).",
+)
+@click.option(
+    "--memory-cap-mb",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Operator cap on a run's address space in MiB (a plugin may ask for less).",
+)
+@click.option(
+    "--allow-networks",
+    metavar="CIDR,...",
+    default="",
+    help="Networks meta.fetch may reach although they are private or local, e.g. "
+    "10.20.0.0/16,192.168.1.5 (the plugin's allowed_hosts still applies). Loopback only if "
+    "listed (127.0.0.0/8). Default: public addresses only.",
+)
 @click.option(
     "--tick-interval",
     type=float,
@@ -90,9 +113,15 @@ CAPABILITIES = ("scheduledTasks",)
     type=float,
     default=48.0,
     show_default=True,
-    help="Catch-up window of hourly tasks.",
+    help="Catch-up window of hourly tasks, in hours; older slots are recorded as missed.",
 )
-@click.option("--daily-window-d", type=float, default=7.0, show_default=True)
+@click.option(
+    "--daily-window-d",
+    type=float,
+    default=7.0,
+    show_default=True,
+    help="Catch-up window of daily tasks, in days; older slots are recorded as missed.",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -128,6 +157,7 @@ def serve_command(
     timeout_cap_s: float,
     cpu_cap_s: float,
     memory_cap_mb: int,
+    allow_networks: str,
     tick_interval: float,
     dead_after: float,
     hourly_window_h: float,
@@ -160,6 +190,15 @@ def serve_command(
     except ValueError as exc:
         fail(f"--start-time: {exc}", EXIT_BAD_INPUT)
     try:
+        networks = parse_networks(allow_networks)
+    except ValueError as exc:
+        fail(f"--allow-networks: {exc}", EXIT_BAD_INPUT)
+    if networks:
+        logging.getLogger("plugin_runtime.serve").info(
+            "meta.fetch may reach these non-public networks: %s",
+            ", ".join(str(n) for n in networks),
+        )
+    try:
         policy = SchedulePolicy.from_overrides(
             window={"hour": hourly_window_h * 3600, "day": daily_window_d * 86400}
         )
@@ -177,6 +216,7 @@ def serve_command(
         dead_after_s=dead_after,
         runs_retention_days=runs_retention_days or None,
         logs_retention_days=logs_retention_days or None,
+        allow_networks=networks,
     )
     if node_id:
         settings.node_id = node_id

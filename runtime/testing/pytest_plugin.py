@@ -21,7 +21,7 @@ import fnmatch
 import json
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from sandbox import (
     resolve_limits,
 )
 from sandbox.protocol import CacheArgs, FetchArgs, FetchResponse
-from sandbox.services import FetchRefused, LocalServices, MemoryCache
+from sandbox.services import FetchRefused, IPNetwork, LocalServices, MemoryCache, parse_networks
 
 __all__ = [
     "FakeHttp",
@@ -137,9 +137,11 @@ def _json_dumps(value: Any) -> str:
 
 
 class _KitServices:
-    def __init__(self, http: FakeHttp | None, allow_private: bool) -> None:
+    def __init__(
+        self, http: FakeHttp | None, allow_private: bool, allow_networks: Sequence[IPNetwork] = ()
+    ) -> None:
         self.http = http
-        self.real = LocalServices(allow_private=allow_private)
+        self.real = LocalServices(allow_private=allow_private, allow_networks=allow_networks)
         self.memory_cache = MemoryCache()
 
     def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
@@ -206,6 +208,7 @@ class PluginRunner:
         memory_mb: int | None = None,
         http: FakeHttp | None = None,
         allow_private: bool = False,
+        allow_networks: str | Sequence[str] = (),
         slot: str | None = None,
         attempt: int = 1,
         backfilled: bool = False,
@@ -241,7 +244,11 @@ class PluginRunner:
                 config_id=config_id, task=task, slot=slot, attempt=attempt, backfilled=backfilled
             ),
         )
-        outcome = self.sandbox.run(request, _KitServices(http, allow_private))
+        networks = parse_networks(
+            allow_networks if isinstance(allow_networks, str) else ",".join(allow_networks)
+        )
+        services = _KitServices(http, allow_private, networks)
+        outcome = self.sandbox.run(request, services)
         after = outcome.apply_to(before)
         if keep_storage:
             self.storage = after

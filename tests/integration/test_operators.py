@@ -117,3 +117,82 @@ def test_text_log_line_names_the_error(
 
 def _problems(status: dict[str, Any], check: str) -> list[dict[str, Any]]:
     return [p for p in status["problems"] if p["check"] == check]
+
+
+def test_quarantine_and_release_are_logged_by_the_node(
+    database_url: str, cli_runner: CliRunner, test_plugins_dir: Path, tmp_path: Path
+) -> None:
+    fleet = Fleet(
+        database_url,
+        tmp_path / "fleet",
+        time_scale=60,
+        tick_interval=10,
+        concurrency=4,
+        extra_args=("--quarantine-after", "2"),
+    )
+    with fleet:
+        fleet.install(test_plugins_dir / "always_fails")
+        [config] = fleet.create_configs("always_fails", 1)
+        [node] = fleet.start_nodes(1)
+
+        def said(text: str) -> bool:
+            return text in node.log_text()
+
+        quarantined = f"config {config} quarantined: 2 runs in a row failed (last: error)"
+        fleet.wait_for(lambda: said(quarantined), 60, "the quarantine logged")
+        assert said(f"release once fixed: plugin-runtime configs enable {config}")
+        # Released by SQL, as the runbook shows: the node says so.
+        fleet.query(
+            "UPDATE plugin_runtime.plugin_configs SET quarantined_at = NULL, "
+            "quarantine_reason = NULL, consecutive_failures = 0 WHERE id = %s",
+            (config,),
+        )
+        released = f"config {config} released from quarantine (enabled)"
+        fleet.wait_for(lambda: said(released), 30, "the SQL release logged")
+        # It fails twice more: quarantined again, then released by the CLI.
+        fleet.wait_for(lambda: node.log_text().count(quarantined) >= 2, 60, "the second quarantine")
+        cli_runner.ok("configs", "enable", config)
+        fleet.wait_for(lambda: node.log_text().count(released) >= 2, 30, "the CLI release")
+
+
+def test_a_fast_clock_from_march_keeps_its_history_and_its_status(
+    database_url: str, cli_runner: CliRunner, test_plugins_dir: Path, tmp_path: Path
+) -> None:
+    """Under `serve --testing` runs carry scheduler time; retention and every status window
+    follow that clock, not the wall clock or the database's."""
+    from datetime import UTC, datetime
+
+    fleet = Fleet(
+        database_url,
+        tmp_path / "fleet",
+        time_scale=60,
+        tick_interval=10,
+        concurrency=4,
+        start_time=datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
+    )
+    with fleet:
+        fleet.install(test_plugins_dir / "tiny")
+        fleet.create_configs("tiny", 2, {"api_key": "k"})
+        fleet.start_nodes(1)
+        fleet.wait_for(
+            lambda: len(fleet.runs("outcome = 'ok' AND task = 'run_every_minute'")) >= 6,
+            60,
+            "minute runs",
+        )
+        status = json.loads(cli_runner("status", "--json").stdout)
+        assert status["clock"]["source"] == "node node-1" and status["clock"]["scale"] == 60
+        assert status["clock"]["now"].startswith("2026-03-01T")
+        minute = next(c for c in status["cadences"] if c["cadence"] == "minute")
+        assert minute["runs"] >= 6 and minute["lag_p99_s"] is not None
+        assert minute["overdue"] == 0 and minute["runs_per_min"] > 0
+        assert status["nodes"][0]["runs_per_min"] > 0
+        assert {w["plugin"] for w in status["worst_configs"]} == {"tiny"}
+        before = len(fleet.runs())
+        pruned = cli_runner.ok("prune", "--runs-days", "1", "--logs-days", "1")
+        assert pruned.stdout.startswith("deleted 0 run(s)"), pruned.stdout
+        assert len(fleet.runs()) >= before
+    # Measured against the wall clock, the same history would all be older than a day.
+    with fleet.conn() as conn:
+        from runtime.retention import prune
+
+        assert prune(conn, runs_days=1, logs_days=1, now=datetime.now(UTC))["runs"] >= before

@@ -25,6 +25,9 @@ SELECT p.id, p.name, p.version, p.tasks, p.installed_at, p.updated_at,
   FROM plugin_runtime.plugins p
  ORDER BY p.name;
 
+-- name: get_plugin_code_by_name
+SELECT p.manifest, p.source FROM plugin_runtime.plugins p WHERE p.name = %(name)s;
+
 -- name: get_plugin_by_name
 SELECT p.id, p.name, p.version, p.manifest, p.tasks
   FROM plugin_runtime.plugins p
