@@ -5,7 +5,9 @@
 - `GET /healthz`   200 while the process is alive
 - `GET /readyz`    200 when the node reaches the database and has ticked, else 503
 - `GET /api/status` the `plugin-runtime status` snapshot as JSON (its own short connection)
-- `GET /`          the status page (runtime/web/status.html)
+- `GET /`          the status page (runtime/web/status.html), with charts from `/api/charts`
+- `GET /configs/ID` a config's page: its recent slots coloured by outcome (`/api/configs/ID`)
+- `GET /runs/ID`   a run's page: error, traceback, logs, result (`/api/runs/ID`)
 - `POST /api/configs/ID/disable|enable`, `POST /api/configs/ID/trigger/TASK`: only when
   $PLUGIN_RUNTIME_ADMIN_TOKEN is set, with `Authorization: Bearer TOKEN` (403 when admin actions
   are off, 401 without the right token).
@@ -21,13 +23,15 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from runtime import metrics, store
+from runtime import metrics, page_data, store
 from runtime.db import DatabaseUnavailable, connect
 from runtime.jsonable import jsonable
 from runtime.queries import query
@@ -37,7 +41,21 @@ log = logging.getLogger("plugin_runtime.http")
 
 ADMIN_TOKEN_ENV = "PLUGIN_RUNTIME_ADMIN_TOKEN"
 QUARANTINE_REFRESH_S = 10.0
-STATUS_PAGE = Path(__file__).parent / "web" / "status.html"
+WEB = Path(__file__).parent / "web"
+STATUS_PAGE = WEB / "status.html"
+_PAGE_PATH = re.compile(r"^/(?P<kind>configs|runs)/(?P<id>\d{1,18})/?$")
+_API_PATH = re.compile(r"^/api/(?P<kind>configs|runs)/(?P<id>\d{1,18})$")
+
+
+def page(name: str) -> bytes:
+    """A page of runtime/web with the shared style and script inlined (one response, no
+    external asset: the page works from the node alone, under a strict CSP)."""
+    text = (WEB / name).read_text(encoding="utf-8")
+    text = text.replace("/* page.css */", (WEB / "page.css").read_text(encoding="utf-8"))
+    text = text.replace("/* common.js */", (WEB / "common.js").read_text(encoding="utf-8"))
+    return text.encode()
+
+
 _ACTION = re.compile(
     r"^/api/configs/(?P<id>\d{1,18})/(?:(?P<verb>disable|enable)|trigger/(?P<task>[^/]{1,200}))$"
 )
@@ -118,14 +136,36 @@ class _Handler(BaseHTTPRequestHandler):
             status["admin"] = self.server.admin_token is not None
             self._json(200, status)
         elif path in ("/", "/index.html"):
-            self._send(
-                200,
-                STATUS_PAGE.read_bytes(),
-                "text/html; charset=utf-8",
-                {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"},
-            )
+            self._page(STATUS_PAGE.read_bytes())
+        elif (match := _PAGE_PATH.match(path)) is not None:
+            self._page(page("config.html" if match["kind"] == "configs" else "run.html"))
+        elif path == "/api/charts":
+            self._data(lambda: page_data.charts(sup.url))
+        elif (match := _API_PATH.match(path)) is not None:
+            item = int(match["id"])
+            if match["kind"] == "configs":
+                self._data(lambda: page_data.config_page(sup.url, item))
+            else:
+                self._data(lambda: page_data.run_page(sup.url, item))
         else:
             self._json(404, {"error": f"no such page: {path}"})
+
+    def _page(self, body: bytes) -> None:
+        self._send(
+            200,
+            body,
+            "text/html; charset=utf-8",
+            {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"},
+        )
+
+    def _data(self, produce: Callable[[], Any]) -> None:
+        """JSON of `produce()`: 404 for an unknown config or run, 503 without the database."""
+        try:
+            self._json(200, produce())
+        except store.NotFound as exc:
+            self._json(404, {"error": str(exc)})
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            self._json(503, {"error": str(exc).splitlines()[0] if str(exc) else "database error"})
 
     do_HEAD = do_GET  # noqa: N815
 

@@ -251,3 +251,53 @@ SELECT n.id, n.stats, now() AS database_now,
   LEFT JOIN plugin_runtime.nodes n
     ON n.stopped_at IS NULL AND n.heartbeat_at >= now() - make_interval(secs => %(live_s)s)
  ORDER BY n.heartbeat_at DESC NULLS LAST;
+
+-- name: config_page
+-- A config for its status page: plugin, state, and its tasks with their pointers.
+SELECT c.id AS config_id, p.name AS plugin, p.version, c.enabled, c.quarantined_at,
+       c.quarantine_reason, c.consecutive_failures, c.created_at,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                    'name', t.name, 'cadence', t.cadence, 'cron', t.cron,
+                    'next_slot', t.next_slot, 'next_due_at', t.next_due_at,
+                    'active_run_id', t.active_run_id) ORDER BY t.name)
+                   FROM plugin_runtime.tasks t WHERE t.config_id = c.id), '[]'::jsonb) AS tasks
+  FROM plugin_runtime.plugin_configs c
+  JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
+ WHERE c.id = %(config_id)s;
+
+-- name: config_runs_since
+-- A config's runs whose slot is at or after %(since)s (scheduler time), for its slot grid.
+SELECT r.id, r.task, r.slot, r.state, r.outcome, r.manual, r.error
+  FROM plugin_runtime.runs r
+ WHERE r.config_id = %(config_id)s AND r.slot >= %(since)s
+ ORDER BY r.id
+ LIMIT 20000;
+
+-- name: chart_runs_per_minute
+-- The front page's first chart: finished runs per minute by outcome over the last
+-- %(window_s)s seconds of scheduler time.
+SELECT date_trunc('minute', r.finished_at) AS minute, r.outcome, count(*) AS runs
+  FROM plugin_runtime.runs r
+ WHERE r.finished_at >= %(now)s::timestamptz - make_interval(secs => %(window_s)s)
+   AND r.finished_at <= %(now)s::timestamptz
+   AND r.state = 'done'
+   AND r.outcome NOT IN ('released', 'cancelled')
+ GROUP BY 1, 2
+ ORDER BY 1, 2;
+
+-- name: chart_lag_per_minute
+-- The front page's second chart: start lag (p50 and p99) per minute and cadence of the on-time
+-- first attempts that started in the last %(window_s)s seconds of scheduler time.
+SELECT date_trunc('minute', r.started_at) AS minute, t.cadence,
+       count(*) AS runs,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM
+           r.started_at - (r.slot + make_interval(secs => t.offset_s)))) AS lag_p50_s,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM
+           r.started_at - (r.slot + make_interval(secs => t.offset_s)))) AS lag_p99_s
+  FROM plugin_runtime.runs r
+  JOIN plugin_runtime.tasks t ON t.id = r.task_id
+ WHERE r.started_at >= %(now)s::timestamptz - make_interval(secs => %(window_s)s)
+   AND r.started_at <= %(now)s::timestamptz
+   AND NOT r.backfilled AND r.attempt = 1 AND NOT r.manual
+ GROUP BY 1, 2
+ ORDER BY 1, 2;

@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from items_api import items_api
 
 from runtime.testing.fleet import Fleet
 from runtime.testing.pytest_plugin import PluginRunner
 from sandbox import RunInfo, RunRequest, load_plugin
 from sandbox.services import FetchRefused, HttpFetcher, is_reachable, parse_networks
 
-sys.path.insert(0, str(Path(__file__).parent))
-from items_api import items_api  # noqa: E402
-
 if TYPE_CHECKING:
     from conftest import CliRunner
 
-IMPORTER = Path(__file__).parents[1] / "examples" / "hourly_importer"
+IMPORTER = Path(__file__).parents[2] / "examples" / "hourly_importer"
 
 
 def _request() -> RunRequest:
