@@ -199,11 +199,12 @@ def failure_reason(exc: BaseException) -> str:
 def diagnose(url: str, reason: str) -> tuple[DbFailure, str, str]:
     """(failure, message, next step) for a connection that failed with libpq's `reason`."""
     where = describe_location(url)
-    host, _, port = where.rpartition(":")
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error:
         params = {}
+    host = str(params.get("host") or params.get("hostaddr") or "")
+    port = str(params.get("port") or "")
     user = str(params.get("user") or os.environ.get("PGUSER") or "the current user")
     dbname = str(params.get("dbname") or user)
     low = reason.lower()
