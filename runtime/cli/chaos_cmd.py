@@ -115,14 +115,14 @@ def chaos_command(
         or os.environ.get("PLUGIN_RUNTIME_TEST_DATABASE_URL")
         or os.environ.get("PLUGIN_RUNTIME_DATABASE_URL")
     )
+    if db_outage >= duration:  # bad input is refused before any server is started
+        fail("--db-outage must be shorter than --duration", EXIT_BAD_INPUT)
     if not url:
         try:
             url = embedded_database_url(data_dir(), announce=True)
         except DatabaseUnavailable as exc:
             fail(str(exc), 3)
     assert url is not None
-    if db_outage >= duration:
-        fail("--db-outage must be shorter than --duration", EXIT_BAD_INPUT)
     report = run_chaos(
         ChaosOptions(
             server_url=url,
