@@ -111,10 +111,5 @@ def _execute(
         checked_json(result, "the task's result", MAX_RESULT_BYTES)
     except ValueTooLarge as exc:
         return {"t": "result", "status": "output_limit", "message": str(exc)}
-    return {
-        "t": "result",
-        "status": "ok",
-        "result": result,
-        "writes": meta.storage.writes,
-        "deletes": sorted(meta.storage.deletes),
-    }
+    writes, deletes = meta.storage.effect()
+    return {"t": "result", "status": "ok", "result": result, "writes": writes, "deletes": deletes}

@@ -145,9 +145,14 @@ class ReadOnlyConfig(Mapping[str, Any]):
 class Storage:
     def __init__(self, snapshot: dict[str, Any]) -> None:
         self._data = dict(snapshot)
-        self.writes: dict[str, Any] = {}
-        self.deletes: set[str] = set()
+        self._writes: dict[str, Any] = {}
+        self._deletes: set[str] = set()
         self._sizes: dict[str, int] = {}
+
+    def effect(self) -> tuple[dict[str, Any], list[str]]:
+        """The run's writes and deletes, as copies (the child sends them with its result; plugin
+        code cannot reach the live ones to slip past `set`'s checks)."""
+        return dict(self._writes), sorted(self._deletes)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._data.get(str(key), default)
@@ -158,8 +163,8 @@ class Storage:
         if len(key.encode("utf-8", "surrogatepass")) > MAX_STORAGE_KEY_BYTES:
             raise ValueError(f"storage key longer than {MAX_STORAGE_KEY_BYTES} bytes")
         checked_json(key, "storage key", MAX_STORAGE_KEY_BYTES * 6)
-        new = key not in self.writes and key not in self.deletes
-        if new and len(self.writes) + len(self.deletes) >= MAX_STORAGE_KEYS_PER_RUN:
+        new = key not in self._writes and key not in self._deletes
+        if new and len(self._writes) + len(self._deletes) >= MAX_STORAGE_KEYS_PER_RUN:
             raise ValueError(
                 f"a run can write or delete at most {MAX_STORAGE_KEYS_PER_RUN} storage keys"
             )
@@ -176,17 +181,17 @@ class Storage:
                 f"a run can write at most {MAX_STORAGE_WRITE_BYTES} bytes of storage values"
             )
         self._data[key] = value
-        self.writes[key] = value
+        self._writes[key] = value
         self._sizes[key] = size
-        self.deletes.discard(key)
+        self._deletes.discard(key)
 
     def delete(self, key: str) -> None:
         key = str(key)
         self._check_key(key)
         self._data.pop(key, None)
-        self.writes.pop(key, None)
+        self._writes.pop(key, None)
         self._sizes.pop(key, None)
-        self.deletes.add(key)
+        self._deletes.add(key)
 
 
 class Cache:
