@@ -18,6 +18,7 @@ import builtins
 import copy
 import string
 import types
+import typing
 from collections import UserString
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,10 @@ _PROTECTED_TYPES: set[type] = set()
 _PLUGIN_GLOBALS: dict[int, dict[str, Any]] = {}
 # Runtime types (meta and its parts) are recognised by their defining module.
 _RUNTIME_MODULE_PREFIXES = ("sandbox.", "runtime.")
+
+# Library types whose __setattr__ forwards to another object (typing's aliases set attributes on
+# their __origin__, which plugin code chooses when it builds one): never written through.
+_FORWARDING: tuple[type, ...] = (typing._BaseGenericAlias,)  # type: ignore[attr-defined]
 
 _MRO = type.__dict__["__mro__"].__get__
 _TYPE_DICT = type.__dict__["__dict__"].__get__
@@ -120,7 +125,7 @@ def may_write(obj: object) -> bool:
     if id(obj) in _PROTECTED and _PROTECTED[id(obj)] is obj:
         return False
     t = type(obj)
-    if t in _PROTECTED_TYPES or issubclass(t, types.ModuleType):
+    if t in _PROTECTED_TYPES or issubclass(t, types.ModuleType) or issubclass(t, _FORWARDING):
         return False
     if plugin_owned(obj):
         return True
@@ -180,7 +185,6 @@ DUNDER_READS = frozenset(
         "__exit__",
         "__call__",
         "__get__",
-        "__getattr__",
         "__dir__",
         "__sizeof__",
         "__copy__",
@@ -238,6 +242,7 @@ PLUGIN_DUNDER_READS = frozenset({"__dict__", "__annotations__", "__dataclass_fie
 CHECKED_METHODS = frozenset(
     {
         "__getattribute__",
+        "__getattr__",
         "__setattr__",
         "__delattr__",
         "__setitem__",
@@ -424,6 +429,7 @@ def _checked_method(name: str, value: Any) -> Any:
     Which argument is the object acted on depends on the method and on whether it is bound."""
     bound, target = _bound_self(value)
     descriptor = name in ("__set__", "__delete__")
+    reads = name in ("__getattribute__", "__getattr__")
 
     def call(*args: Any) -> Any:
         full = args if not bound else (target, *args)
@@ -433,7 +439,7 @@ def _checked_method(name: str, value: Any) -> Any:
             return value(*args)
         obj = full[index]
         rest = list(full[index + 1 :])
-        if name == "__getattribute__":
+        if reads:
             if rest:
                 rest[0] = exact_str(rest[0])
                 _check_read(obj, rest[0])
@@ -445,7 +451,7 @@ def _checked_method(name: str, value: Any) -> Any:
                 check_write_name(rest[0])
         new = (*full[: index + 1], *rest)
         result = value(*(new[1:] if bound else new))
-        if name == "__getattribute__" and rest:
+        if reads and rest:
             return _filter_value(obj, rest[0], result)
         return result
 

@@ -334,6 +334,28 @@ def _methodcaller(name: Any, /, *args: Any, **kwargs: Any) -> Callable[[Any], An
     return lambda obj: guards.guarded_getattr(obj, method)(*args, **kwargs)
 
 
+def _make_cached_property() -> type:
+    """functools.cached_property, whose `__get__` stores into `instance.__dict__` directly: the
+    instance must be one plugin code may change (`cp.__get__(some_runtime_object)` would be a
+    write past the guard)."""
+    import functools
+
+    from sandbox import guards
+
+    class cached_property(functools.cached_property):  # type: ignore[type-arg]  # noqa: N801
+        __doc__ = functools.cached_property.__doc__
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any:
+            if instance is not None and not guards.may_write(instance):
+                raise guards.SecurityError(
+                    "cached_property stores into the instance: only objects your plugin may change"
+                )
+            return super().__get__(instance, owner)
+
+    cached_property.__module__ = "functools"
+    return cached_property
+
+
 def _if_writable(func: Callable[..., Any]) -> Callable[..., Any]:
     """typing.final & co. set a marker attribute on what they decorate: only on the plugin's."""
     from sandbox import guards
@@ -374,6 +396,7 @@ def wrapped_callables() -> dict[str, Callable[..., Any]]:
         "dataclasses.make_dataclass": _make_dataclass,
         "functools.update_wrapper": _update_wrapper,
         "functools.wraps": _wraps,
+        "functools.cached_property": _make_cached_property(),
         "functools.total_ordering": _plugin_class_only(
             functools.total_ordering, "functools.total_ordering"
         ),

@@ -826,6 +826,44 @@ ATTACKS: dict[str, tuple[str, str]] = {
         """,
         "error",
     ),
+    "typing-alias-setattr-forwards": (
+        """
+        import json
+        import typing
+
+        def run_every_minute(meta):
+            # typing's aliases set attributes on their __origin__, which the plugin chooses
+            alias = type(typing.List[int])(json.JSONEncoder, (int,))
+            alias.item_separator = "HACKED"
+            return json.dumps([1, 2])
+        """,
+        "error",
+    ),
+    "typing-alias-getattr-forwards": (
+        """
+        import typing
+
+        def run_every_minute(meta):
+            alias = type(typing.List[int])(meta, (int,))
+            return str(alias.__getattr__("_channel"))
+        """,
+        "error",
+    ),
+    "cached-property-writes-instance-dict": (
+        """
+        import functools
+
+        def run_every_minute(meta):
+            def forged(self):
+                return {"k": "forged"}
+
+            prop = functools.cached_property(forged)
+            prop.__set_name__(type(meta.storage), "_data")
+            prop.__get__(meta.storage, type(meta.storage))
+            return meta.storage.get("k")
+        """,
+        "error",
+    ),
     "redirect-stdout": (
         """
         import contextlib
