@@ -304,11 +304,16 @@ def _check_read(obj: object, name: str) -> None:
     if is_dunder(name):
         if name in DUNDER_READS or name in CHECKED_METHODS:
             return
-        if name in PLUGIN_DUNDER_READS and not _is_protected(obj) and not isinstance(obj, super):
-            if plugin_owned(obj) or _plugin_function(obj):
-                return
-            if not _is_class(obj) and may_write(obj):
-                return  # the plugin's own object of a library type (a SimpleNamespace)
+        # Only the plugin's own objects' (and plain namespaces'): a library object's may hold
+        # another object's namespace (functools.lru_cache(meta) copies meta.__dict__ into its
+        # wrapper's).
+        if (
+            name in PLUGIN_DUNDER_READS
+            and not _is_protected(obj)
+            and not isinstance(obj, super)
+            and (plugin_owned(obj) or _plugin_function(obj) or type(obj) is types.SimpleNamespace)
+        ):
+            return
         raise SecurityError(f"'{name}' cannot be read: {dunder_read_reason(name)}")
     if name in PUBLIC_UNDERSCORE and (plugin_owned(obj) or _is_namedtuple(obj)):
         return

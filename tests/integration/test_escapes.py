@@ -864,6 +864,18 @@ ATTACKS: dict[str, tuple[str, str]] = {
         """,
         "error",
     ),
+    "lru-cache-wrapper-dict": (
+        """
+        import functools
+
+        def run_every_minute(meta):
+            # update_wrapper (inside lru_cache) copies the wrapped object's __dict__ (here a
+            # runtime class's, with its private methods) into the wrapper's __dict__
+            wrapper = functools.lru_cache(type(meta.logger))
+            return str(vars(wrapper)["_emit"])
+        """,
+        "error",
+    ),
     "redirect-stdout": (
         """
         import contextlib
