@@ -387,6 +387,12 @@ def logs_cmd(
         if not rows and conn.execute(query("config_exists"), {"id": config_id}).fetchone() is None:
             raise store.NotFound(f"no config with id {config_id}")
         _print_lines(rows)
+        if not rows:
+            click.echo(
+                f"config {config_id} has no log lines and no failed run "
+                f"(its runs: plugin-runtime runs --config {config_id})",
+                err=True,
+            )
         if not follow:
             return
         last = lines[-1]["id"] if lines else 0

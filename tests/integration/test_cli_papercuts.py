@@ -151,3 +151,12 @@ def test_stopped_nodes_are_shown_only_for_a_while(db: Any, cli_runner: CliRunner
     assert [n["id"] for n in status["nodes"]] == ["recent"]
     assert status["stopped_nodes_hidden"] == 2
     assert "2 node(s) stopped more than 15 min ago not shown" in cli_runner("status").stdout
+
+
+def test_logs_of_a_quiet_config_say_so(cli_runner: CliRunner, test_plugins_dir: Path) -> None:
+    cli_runner.ok("plugins", "install", test_plugins_dir / "tiny")
+    config = cli_runner.ok("configs", "create", "tiny", "-c", "api_key=k").stdout.split()[-1]
+    quiet = cli_runner.ok("logs", config)
+    assert quiet.stdout == ""
+    assert f"config {config} has no log lines and no failed run" in quiet.stderr
+    assert f"plugin-runtime runs --config {config}" in quiet.stderr
