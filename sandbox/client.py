@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from sandbox import limits, protocol
 from sandbox.forkserver import plugin_key
+from sandbox.jail import REFUSE_USERNS_ENV
 from sandbox.manifest import Limits
 from sandbox.outcome import (
     CRASHED,
@@ -95,11 +96,18 @@ class Sandbox:
         meta_workers: int = 8,
         fetch_workers: int = 16,
         max_fetches_per_config: int = limits.MAX_FETCHES_IN_FLIGHT_PER_CONFIG,
+        refuse_namespaces: bool | None = None,
     ) -> None:
+        """`refuse_namespaces` (default: $PLUGIN_RUNTIME_REFUSE_USERNS=1) is a test hook: the
+        fork server first refuses itself `unshare` and namespace clones, as a container's default
+        seccomp profile does, so the posture of such hosts is really exercised."""
         self.services: MetaServices = services or LocalServices()
         self.caps = caps
         self._netns = netns
         self._allow_unrestricted = allow_unrestricted
+        if refuse_namespaces is None:
+            refuse_namespaces = os.environ.get(REFUSE_USERNS_ENV) == "1"
+        self._refuse_namespaces = refuse_namespaces
         self._lock = threading.Lock()
         self._runs: dict[int, _Run] = {}
         self._new: list[_Run] = []
@@ -125,6 +133,8 @@ class Sandbox:
         self._fetch_waiting: dict[Any, deque[tuple[_Run, CallFrame]]] = {}
         self.layers: dict[str, bool] = {}
         self.layer_reasons: dict[str, str] = {}
+        self.posture = ""  # root, userns or unprivileged (sandbox/jail.py), with its reason
+        self.posture_reason = ""
         self._hello = threading.Event()
         self._closed = False
 
@@ -159,6 +169,8 @@ class Sandbox:
             args.append("--no-netns")
         if self._allow_unrestricted:
             args.append("--allow-unrestricted")
+        if self._refuse_namespaces:
+            args.append("--refuse-namespaces")
         self._hello.clear()
         self._proc = subprocess.Popen(
             args,
@@ -364,6 +376,8 @@ class Sandbox:
             self.layer_reasons = {
                 str(k): str(v) for k, v in dict(message.get("reasons") or {}).items()
             }
+            self.posture = str(message.get("posture") or "")
+            self.posture_reason = str(message.get("posture_reason") or "")
             self._hello.set()
         elif t == "exit":
             with self._lock:

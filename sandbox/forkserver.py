@@ -28,7 +28,7 @@ from typing import Any
 
 from sandbox import policy, protocol
 from sandbox.child import run_child
-from sandbox.jail import JailPlan, become_fork_server
+from sandbox.jail import PR_SET_PDEATHSIG, JailPlan, become_fork_server, prctl, refuse_namespaces
 
 # How often adopted orphans (descendants that left their run's process group, possible only
 # where seccomp is unavailable) are looked for and killed.
@@ -72,6 +72,8 @@ class ForkServer:
                 "t": "hello",
                 "layers": self.plan.layers,
                 "reasons": self.plan.reasons,
+                "posture": self.plan.posture,
+                "posture_reason": self.plan.posture_reason,
                 "pid": os.getpid(),
             }
         )
@@ -273,12 +275,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--no-netns", action="store_true")
     parser.add_argument("--allow-unrestricted", action="store_true")
+    parser.add_argument("--refuse-namespaces", action="store_true")
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.fd)
+    supervisor = os.getppid()
     become_fork_server()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if args.refuse_namespaces:
+        refuse_namespaces()
     plan = JailPlan.detect(enter_netns=not args.no_netns)
+    prctl(PR_SET_PDEATHSIG, 9)  # again: entering a user namespace may have cleared it
+    if os.getppid() != supervisor:
+        sys.exit(1)  # the supervisor died meanwhile
     # Nothing of any environment reaches a child (the supervisor already passed a clean one).
     os.environ.clear()
     server = ForkServer(control, plan, args.allow_unrestricted)
@@ -288,11 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         server.serve()
     finally:
-        if plan.empty_root:
-            try:
-                os.rmdir(plan.empty_root)
-            except OSError:
-                pass
+        plan.close()
     sys.exit(0)
 
 

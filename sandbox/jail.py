@@ -1,9 +1,18 @@
 """Layers 2-4: what a freshly forked child does to itself before it runs plugin code.
 
 The fork server calls `JailPlan.detect()` once at start (which layers this host allows, and the
-expensive preparations: the seccomp filter, the empty root), then each child calls
-`plan.enter(...)` right after fork. Everything here is a syscall or two: the per-run cost of a
+expensive preparations: the namespaces, the seccomp filter, the empty root), then each child calls
+`plan.enter(...)` right after fork. Everything per run is a syscall or two: the per-run cost of a
 layer must stay small (the throughput targets in docs/benchmarks.md).
+
+The posture (how the fork server gets its namespaces) is decided once:
+
+- `root`: the fork server unshares network, IPC and mount namespaces itself; runs get a per-run uid.
+- `userns`: not root, but the host allows unprivileged user namespaces: the fork server enters a new
+  user namespace (mapping only its own uid) and, inside it, new network, IPC and mount namespaces.
+  Runs share that one uid (a per-run uid needs a range of host uids) and drop every capability.
+- `unprivileged`: not root and user namespaces refused (Docker's default seccomp profile, many
+  Kubernetes clusters): no namespaces, no empty root; seccomp and Landlock are what is left.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ import ctypes
 import errno
 import os
 import resource
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +35,25 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWTIME = 0x00000080
+NAMESPACE_FLAGS = (
+    CLONE_NEWNET
+    | CLONE_NEWUSER
+    | CLONE_NEWNS
+    | CLONE_NEWPID
+    | CLONE_NEWIPC
+    | CLONE_NEWCGROUP
+    | CLONE_NEWUTS
+    | CLONE_NEWTIME
+)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
+MNT_DETACH = 2
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # Landlock (Linux 5.13+): deny every filesystem access right and, from ABI 4, TCP bind/connect.
 _SYS_landlock_create_ruleset = 444
@@ -34,6 +61,16 @@ _SYS_landlock_restrict_self = 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 _FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
 _NET_RIGHTS = 0b11
+# ABI 6: the sandboxed process may neither connect to an abstract Unix socket nor signal a process
+# created outside its Landlock domain.
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1
+LANDLOCK_SCOPE_SIGNAL = 2
+_SCOPES = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL
+
+ROOT = "root"
+USERNS = "userns"
+UNPRIVILEGED = "unprivileged"
+POSTURES = (ROOT, USERNS, UNPRIVILEGED)
 
 RUN_NICENESS = 5
 NPROC_PER_RUN = 16  # processes a run may have at once (a fork bomb stops here)
@@ -49,7 +86,11 @@ def prctl(option: int, arg: int = 0) -> None:
 
 
 class _LandlockRulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 def landlock_abi() -> int:
@@ -57,10 +98,12 @@ def landlock_abi() -> int:
     return int(abi) if abi > 0 else 0
 
 
-def _landlock_ruleset(abi: int) -> int:
+def landlock_ruleset(abi: int) -> int:
+    """A ruleset denying every right this ABI knows, with the ABI 6 scopes where available."""
     fs = _FS_RIGHTS_BY_ABI[max(k for k in _FS_RIGHTS_BY_ABI if k <= abi)]
-    attr = _LandlockRulesetAttr(fs, _NET_RIGHTS if abi >= 4 else 0)
-    size = ctypes.sizeof(attr) if abi >= 4 else ctypes.sizeof(ctypes.c_uint64)
+    attr = _LandlockRulesetAttr(fs, _NET_RIGHTS if abi >= 4 else 0, _SCOPES if abi >= 6 else 0)
+    u64 = ctypes.sizeof(ctypes.c_uint64)
+    size = 3 * u64 if abi >= 6 else 2 * u64 if abi >= 4 else u64
     fd = _libc.syscall(_SYS_landlock_create_ruleset, ctypes.byref(attr), size, 0)
     if fd < 0:
         err = ctypes.get_errno()
@@ -68,16 +111,54 @@ def _landlock_ruleset(abi: int) -> int:
     return int(fd)
 
 
+def landlock_restrict(ruleset_fd: int) -> None:
+    """Enter the ruleset's domain (needs no_new_privs)."""
+    if _libc.syscall(_SYS_landlock_restrict_self, ruleset_fd, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"landlock_restrict_self: {os.strerror(err)}")
+
+
+# The child needs only the channel it was handed: no new socket of any family (Unix included),
+# no connecting, binding, listening or accepting.
+SOCKET_CALLS = ("socket", "socketpair", "connect", "bind", "listen", "accept", "accept4")
+# SysV IPC objects outlive the process that made them (until IPC_RMID or reboot) and are shared by
+# every process of an IPC namespace: refused outright, so no run leaves state or memory behind
+# and no two runs share a channel. POSIX message queues likewise (a filesystem of their own).
+IPC_CALLS = (
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "ipc",  # the multiplexer of some architectures
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
+)
+
+
 def _build_seccomp() -> Any:
-    """A filter that allows everything Python needs and refuses, with EPERM: sockets other than
-    AF_UNIX, ptrace and reading other processes' memory, signalling anyone, leaving the session or
-    process group, new namespaces, mounts, kernel keyrings, BPF, io_uring (which bypasses seccomp)."""
+    """A filter that allows everything Python needs and refuses, with EPERM: every socket call but
+    reading and writing the inherited one, SysV and POSIX IPC, ptrace and reading other processes'
+    memory, signalling anyone, leaving the session or process group, new namespaces, mounts,
+    kernel keyrings, BPF, io_uring (which bypasses seccomp)."""
     import pyseccomp as sc
 
     f = sc.SyscallFilter(defaction=sc.ALLOW)
     deny = sc.ERRNO(errno.EPERM)
-    f.add_rule(deny, "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
     for name in (
+        *SOCKET_CALLS,
+        *IPC_CALLS,
         "ptrace",
         "process_vm_readv",
         "process_vm_writev",
@@ -129,12 +210,39 @@ def _build_seccomp() -> Any:
             continue
     # No new namespaces through clone either; clone3's flags cannot be inspected: ENOSYS makes
     # glibc fall back to clone.
-    f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
-    f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_NEWNS, CLONE_NEWNS))
-    f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_NEWNET, CLONE_NEWNET))
-    f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_NEWPID, CLONE_NEWPID))
-    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    _deny_namespace_clones(f, deny)
     return f
+
+
+def _deny_namespace_clones(f: Any, deny: Any) -> None:
+    import pyseccomp as sc
+
+    for flag in (
+        CLONE_NEWUSER,
+        CLONE_NEWNS,
+        CLONE_NEWNET,
+        CLONE_NEWPID,
+        CLONE_NEWIPC,
+        CLONE_NEWUTS,
+        CLONE_NEWCGROUP,
+    ):
+        f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+
+
+def refuse_namespaces() -> None:
+    """Make this process a host that refuses namespaces to the unprivileged, as Docker's default
+    seccomp profile does: `unshare`, and `clone` with a namespace flag, fail with EPERM. A test
+    hook (`Sandbox(userns=False)`, `PLUGIN_RUNTIME_REFUSE_USERNS=1`): with it the fork server
+    really meets the refusal, so the `unprivileged` posture is reproduced, not described."""
+    import pyseccomp as sc
+
+    f = sc.SyscallFilter(defaction=sc.ALLOW)
+    deny = sc.ERRNO(errno.EPERM)
+    f.add_rule(deny, "unshare")
+    _deny_namespace_clones(f, deny)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    f.load()
 
 
 PR_SET_SECCOMP = 22
@@ -173,14 +281,94 @@ class CompiledSeccomp:
             raise OSError(err, f"seccomp: {os.strerror(err)}")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def drop_capabilities() -> None:
+    """Drop every capability (effective, permitted, inheritable, ambient). Inside our user
+    namespace the fork server holds them all; a run keeps none, and its uid is not 0 there, so
+    no execve gives them back."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+
+
+def _unshare(flags: int, what: str) -> None:
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare({what}): {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str) -> None:
+    _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    enc = [None if v is None else v.encode() for v in (source, target, fstype, data or None)]
+    if _libc.mount(enc[0], enc[1], enc[2], flags, enc[3]) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount({target}): {os.strerror(err)}")
+
+
+def _enter_user_namespace() -> None:
+    """A new user namespace mapping only our own uid and gid (all an unprivileged process may
+    map), in which this process holds every capability; then no more setgroups."""
+    uid, gid = os.geteuid(), os.getegid()
+    _unshare(CLONE_NEWUSER, "CLONE_NEWUSER")
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
+
+
+def _detached_empty_root() -> int:
+    """An empty, read-only, one-inode tmpfs, reachable only through the returned O_PATH descriptor:
+    mounted on a fresh temporary directory of this (private) mount namespace, opened, detached,
+    and the directory removed. Nothing of it is left on the host, even if we are killed later."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, "")  # nothing we mount propagates to the host
+    path = tempfile.mkdtemp(prefix="plugin-runtime-root-")
+    try:
+        _mount(
+            "plugin-runtime-empty-root",
+            path,
+            "tmpfs",
+            MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "size=4k,nr_inodes=1,mode=0555",
+        )
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if _libc.umount2(path.encode(), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(err, f"umount2: {os.strerror(err)}")
+        return fd
+    finally:
+        os.rmdir(path)
+
+
 @dataclass
 class JailPlan:
     """Which layers this host allows, decided once in the fork server."""
 
     layers: dict[str, bool] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    posture: str = UNPRIVILEGED
+    posture_reason: str = ""
     is_root: bool = False
-    empty_root: str | None = None
+    in_userns: bool = False
+    empty_root_fd: int | None = None  # an O_PATH descriptor of the empty root each run chroots to
+    empty_root_dir: str | None = None  # only when it is a host directory (no mount namespace)
     seccomp_filter: CompiledSeccomp | None = None
     landlock_abi: int = 0
     landlock_ruleset: int | None = None  # a deny-all ruleset fd, made once, kept open
@@ -188,34 +376,63 @@ class JailPlan:
     @classmethod
     def detect(cls, *, enter_netns: bool = True) -> JailPlan:
         plan = cls(is_root=os.geteuid() == 0)
-        plan.layers["restricted_python"] = True
-        plan.layers["clean_env"] = True
-        plan.layers["session"] = True
-        plan.layers["no_new_privs"] = True
-        plan.layers["rlimits"] = True
-        plan.layers["watchdog"] = True
-        plan.layers["uid_drop"] = plan.is_root
-        if not plan.is_root:
-            plan.reasons["uid_drop"] = "supervisor is not root: runs keep its uid"
-        # An empty, unwritable root directory to chroot each child into (root only).
+        for always in ALWAYS_ON:
+            plan.layers[always] = True
         if plan.is_root:
-            plan.empty_root = tempfile.mkdtemp(prefix="plugin-runtime-root-")
-            os.chmod(plan.empty_root, 0o555)
-        plan.layers["chroot"] = plan.empty_root is not None
-        if not plan.layers["chroot"]:
-            plan.reasons["chroot"] = "needs root"
-        # The fork server itself moves into an empty network namespace once: every child then
-        # inherits "no network" for free (fetch is done by the supervisor, outside).
-        plan.layers["netns"] = False
-        if enter_netns:
+            plan.posture = ROOT
+            plan.posture_reason = "the supervisor is root"
+        else:
             try:
-                if not plan.is_root:
-                    raise PermissionError("needs root")
-                if _libc.unshare(CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-                plan.layers["netns"] = True
+                _enter_user_namespace()
+                plan.in_userns = True
+                plan.posture = USERNS
+                plan.posture_reason = (
+                    "not root; the host allows unprivileged user namespaces: the fork server "
+                    "entered one, with network, IPC and mount namespaces inside"
+                )
             except OSError as exc:
-                plan.reasons["netns"] = str(exc)
+                plan.posture = UNPRIVILEGED
+                plan.posture_reason = f"not root, and the host refuses user namespaces ({exc})"
+        can_unshare = plan.is_root or plan.in_userns
+        plan.layers["uid_drop"] = plan.is_root
+        if plan.in_userns:
+            plan.reasons["uid_drop"] = (
+                "a per-run uid needs a range of host uids (root, or /etc/subuid and newuidmap): "
+                "runs share the supervisor's uid, drop every capability, and are kept apart by "
+                "seccomp, Landlock, the empty root and being non-dumpable"
+            )
+        elif not plan.is_root:
+            plan.reasons["uid_drop"] = "the supervisor is not root: runs keep its uid"
+        # The fork server itself moves into empty network and IPC namespaces once: every child
+        # inherits "no network" and "no host IPC objects" for free (fetch is done outside).
+        plan.layers["netns"] = plan._try_unshare(
+            "netns",
+            CLONE_NEWNET,
+            "CLONE_NEWNET",
+            can_unshare and enter_netns,
+            "disabled by the caller" if can_unshare else NEEDS_NAMESPACES,
+        )
+        plan.layers["ipcns"] = plan._try_unshare(
+            "ipcns", CLONE_NEWIPC, "CLONE_NEWIPC", can_unshare, NEEDS_NAMESPACES
+        )
+        # The empty root each run is chrooted into: a detached tmpfs in a private mount
+        # namespace; as root without one (a container refusing unshare), an empty directory.
+        if can_unshare:
+            try:
+                _unshare(CLONE_NEWNS, "CLONE_NEWNS")
+                plan.empty_root_fd = _detached_empty_root()
+            except OSError as exc:
+                plan.reasons["chroot"] = f"no private mount namespace: {exc}"
+                if plan.is_root:
+                    plan.empty_root_dir = tempfile.mkdtemp(prefix="plugin-runtime-root-")
+                    os.chmod(plan.empty_root_dir, 0o555)
+                    plan.empty_root_fd = os.open(
+                        plan.empty_root_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+                    )
+                    del plan.reasons["chroot"]
+        else:
+            plan.reasons["chroot"] = NEEDS_NAMESPACES
+        plan.layers["chroot"] = plan.empty_root_fd is not None
         try:
             plan.seccomp_filter = CompiledSeccomp.from_filter(_build_seccomp())
             plan.layers["seccomp"] = True
@@ -225,13 +442,38 @@ class JailPlan:
         plan.landlock_abi = landlock_abi()
         if plan.landlock_abi:
             try:
-                plan.landlock_ruleset = _landlock_ruleset(plan.landlock_abi)
+                plan.landlock_ruleset = landlock_ruleset(plan.landlock_abi)
             except OSError as exc:
                 plan.reasons["landlock"] = str(exc)
         else:
             plan.reasons["landlock"] = "kernel has no Landlock"
         plan.layers["landlock"] = plan.landlock_ruleset is not None
+        plan.layers["landlock_scope"] = plan.layers["landlock"] and plan.landlock_abi >= 6
+        if not plan.layers["landlock_scope"]:
+            plan.reasons["landlock_scope"] = (
+                f"Landlock ABI {plan.landlock_abi} < 6 (Linux 6.12)"
+                if plan.layers["landlock"]
+                else "needs Landlock"
+            )
         return plan
+
+    def _try_unshare(self, layer: str, flags: int, what: str, allowed: bool, why_not: str) -> bool:
+        if not allowed:
+            self.reasons[layer] = why_not
+            return False
+        try:
+            _unshare(flags, what)
+            return True
+        except OSError as exc:
+            self.reasons[layer] = str(exc)
+            return False
+
+    def close(self) -> None:
+        if self.empty_root_dir:
+            try:
+                os.rmdir(self.empty_root_dir)
+            except OSError:
+                pass
 
     def enter(
         self,
@@ -246,6 +488,8 @@ class JailPlan:
         identity first (they need privilege), then the filters that forbid changing them."""
         fork_server = os.getppid()
         os.setsid()  # own session and process group: the watchdog kills the group
+        if self.empty_root_fd is not None:
+            os.fchdir(self.empty_root_fd)  # the cwd keeps the empty root once its fd is closed
         keep = sorted(
             {channel_fd} | ({self.landlock_ruleset} if self.landlock_ruleset is not None else set())
         )
@@ -258,7 +502,7 @@ class JailPlan:
         limits = (
             (resource.RLIMIT_CPU, (cpu, cpu + 1)),
             (resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2),
-            (resource.RLIMIT_FSIZE, (0, 0)),
+            (resource.RLIMIT_FSIZE, (0, 0)),  # also caps memfd and tmpfs files: no memory there
             (resource.RLIMIT_CORE, (0, 0)),
             (resource.RLIMIT_NOFILE, (NOFILE_PER_RUN, NOFILE_PER_RUN)),
             (resource.RLIMIT_NPROC, (NPROC_PER_RUN, NPROC_PER_RUN)),
@@ -268,14 +512,15 @@ class JailPlan:
         # Below the supervisor and the database: a plugin that burns CPU slows other runs at
         # worst, never the scheduling of them.
         os.nice(RUN_NICENESS)
-        if self.empty_root is not None:
-            os.chroot(self.empty_root)
-            os.chdir("/")
+        if self.empty_root_fd is not None:
+            os.chroot(".")
         if self.is_root:
             uid = UID_BASE + run_seq % UID_SPAN
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+        elif self.in_userns:
+            drop_capabilities()
         # Die with the fork server. Set after the uid change, which clears it; and if the fork
         # server died before this line, the signal will never come: leave now.
         prctl(PR_SET_PDEATHSIG, 9)
@@ -284,18 +529,55 @@ class JailPlan:
         prctl(PR_SET_DUMPABLE, 0)  # no core, no ptrace attach by same-uid processes
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         if self.landlock_ruleset is not None:
-            if _libc.syscall(_SYS_landlock_restrict_self, self.landlock_ruleset, 0) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"landlock_restrict_self: {os.strerror(err)}")
+            landlock_restrict(self.landlock_ruleset)
             os.close(self.landlock_ruleset)
         if self.seccomp_filter is not None:
             self.seccomp_filter.load()
 
 
+ALWAYS_ON = ("restricted_python", "clean_env", "session", "no_new_privs", "rlimits", "watchdog")
+NEEDS_NAMESPACES = "needs root or a user namespace"
+REFUSE_USERNS_ENV = "PLUGIN_RUNTIME_REFUSE_USERNS"
+
+# What an escaped plugin can reach when a layer is off: doctor's warning and SECURITY.md.
+EXPOSES = {
+    "restricted_python": "plain Python: every escape class of layer 1",
+    "clean_env": "the supervisor's environment (database URL, secrets)",
+    "session": "the supervisor's open descriptors, and leaving the watchdog's process group",
+    "no_new_privs": "privileges gained through setuid executables",
+    "rlimits": "unbounded CPU, memory, processes and descriptors",
+    "watchdog": "runs that never end",
+    "uid_drop": "runs share one uid: one process budget (RLIMIT_NPROC) between them, and files "
+    "and processes of that uid wherever the other layers are off",
+    "chroot": "the host's filesystem tree (stat of any path; pathname Unix sockets such as "
+    "PostgreSQL's where seccomp is off)",
+    "netns": "the host's network (and its abstract Unix sockets) where seccomp is off",
+    "ipcns": "the host's SysV and POSIX IPC objects where seccomp is off",
+    "seccomp": "new sockets (the network, PostgreSQL's Unix socket), SysV shared memory that "
+    "outlives the run, ptrace, signals, namespaces and mounts",
+    "landlock": "reading and writing host files with the run's uid",
+    "landlock_scope": "abstract Unix sockets and signals to processes outside the run where "
+    "seccomp is off",
+}
+
+
+def userns_allowed() -> bool:
+    """Whether this host lets an unprivileged process make a user namespace, tried in a
+    throw-away child process (and refused when the test hook says so)."""
+    if os.environ.get(REFUSE_USERNS_ENV) == "1":
+        return False
+    probe = "import ctypes, os; os._exit(0 if ctypes.CDLL(None).unshare(0x10000000) == 0 else 1)"
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
 def host_layers() -> dict[str, bool]:
     """Which layers this host would give a fork server, predicted without side effects (no
-    namespace entered, no filter built): for tests and tools that must decide before starting
-    one. `tests/integration/test_defence_in_depth.py` checks it against what a fork server reports."""
+    namespace entered here, no filter built): for tests and tools that must decide before
+    starting one. `tests/integration/test_defence_in_depth.py` checks it against what a fork
+    server reports."""
     root = os.geteuid() == 0
     try:
         import pyseccomp  # noqa: F401 - loads libseccomp
@@ -303,13 +585,26 @@ def host_layers() -> dict[str, bool]:
         seccomp = True
     except Exception:
         seccomp = False
-    layers = dict.fromkeys(
-        ("restricted_python", "clean_env", "session", "no_new_privs", "rlimits", "watchdog"), True
-    )
+    namespaces = root or userns_allowed()
+    abi = landlock_abi()
+    layers = dict.fromkeys(ALWAYS_ON, True)
     layers.update(
-        uid_drop=root, chroot=root, netns=root, seccomp=seccomp, landlock=landlock_abi() > 0
+        uid_drop=root,
+        netns=namespaces,
+        ipcns=namespaces,
+        chroot=namespaces,
+        seccomp=seccomp,
+        landlock=abi > 0,
+        landlock_scope=abi >= 6,
     )
     return layers
+
+
+def host_posture() -> str:
+    """The posture a fork server started now would take (see the module docstring)."""
+    if os.geteuid() == 0:
+        return ROOT
+    return USERNS if userns_allowed() else UNPRIVILEGED
 
 
 def become_fork_server() -> None:
