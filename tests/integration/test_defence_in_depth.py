@@ -3,7 +3,10 @@ jailed child (the test-only `unrestricted_source` of a `Sandbox(allow_unrestrict
 tries one class of attack that SECURITY.md says the jail stops. Every payload reports what it got
 as "ok ..." (the attack worked) or "denied ..." (it did not), and the test asserts on those.
 
-A test of a layer skips only when `sandbox.layers` says this host lacks that layer.
+A test of a layer skips only when this host lacks that layer (predicted by `host_layers()`,
+checked against what the fork server reports). CI runs this file in every posture (root; not root
+with user namespaces; not root with them refused, `PLUGIN_RUNTIME_REFUSE_USERNS=1`) and sets
+`PLUGIN_RUNTIME_EXPECT_POSTURE`: a posture that lacks a layer it should have fails there.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import socket
+import tempfile
 import textwrap
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,15 @@ import psutil
 import pytest
 
 from sandbox import Outcome, Plugin, RunRequest, Sandbox, load_plugin
-from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN, host_layers
+from sandbox.jail import (
+    NOFILE_PER_RUN,
+    NPROC_PER_RUN,
+    ROOT,
+    UNPRIVILEGED,
+    USERNS,
+    host_layers,
+    host_posture,
+)
 from sandbox.manifest import Limits
 
 SECRET_URL = f"postgresql://runtime:s3cret-{uuid.uuid4().hex}@db.internal:5432/runtime"
@@ -131,6 +145,27 @@ def requires(*layers: str) -> pytest.MarkDecorator:
 
 def test_predicted_layers_are_the_ones_a_fork_server_reports(sandbox: Sandbox) -> None:
     assert sandbox.layers == HOST_LAYERS
+    assert sandbox.posture == host_posture()
+
+
+# The layers each posture has on a Linux >= 6.12 host with libseccomp (CI's): what SECURITY.md's
+# posture table claims. Only uid_drop (needs a range of host uids) is lost to a user namespace.
+NAMESPACE_LAYERS = {"netns", "ipcns", "chroot"}
+POSTURE_LACKS = {ROOT: set(), USERNS: {"uid_drop"}, UNPRIVILEGED: {"uid_drop"} | NAMESPACE_LAYERS}
+
+
+def test_the_posture_has_its_layers(sandbox: Sandbox) -> None:
+    """Where CI says which posture this run is in, the fork server must be in it and have every
+    layer of it: a layer lost (a kernel, a package, a host setting) fails, it does not skip."""
+    expected = os.environ.get("PLUGIN_RUNTIME_EXPECT_POSTURE")
+    if expected:
+        assert sandbox.posture == expected, sandbox.posture_reason
+    missing = {name for name, on in sandbox.layers.items() if not on}
+    if expected or all(HOST_LAYERS[k] for k in ("seccomp", "landlock_scope")):
+        assert missing == POSTURE_LACKS[sandbox.posture], sandbox.layer_reasons
+    assert sandbox.posture_reason
+    for name in missing:
+        assert sandbox.layer_reasons.get(name), f"layer {name} is off without a reason"
 
 
 def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
@@ -167,11 +202,11 @@ def test_the_harness_sees_an_attack_succeed(sandbox: Sandbox, plugin: Plugin) ->
             plugin,
             """
         def run_every_minute(meta):
-            return {"pid": attempt(os.getpid), "unix": attempt(lambda: socket.socket(socket.AF_UNIX).close())}
+            return {"pid": attempt(os.getpid), "pipe": attempt(lambda: len(os.pipe()))}
     """,
         )
     )
-    assert report["pid"].startswith("ok ") and report["unix"] == "ok None"
+    assert report["pid"].startswith("ok ") and report["pipe"] == "ok 2"
 
 
 # -- layer 2: the process -----------------------------------------------------------------------
@@ -353,7 +388,13 @@ import signal
 def run_every_minute(meta):
     r, w = os.pipe()
     report = {}
-    child = os.fork()
+    try:
+        child = os.fork()
+    except OSError as exc:  # no process budget left (the unprivileged posture): nothing to kill
+        meta.logger.info("pids")
+        if meta.config.get("hang"):
+            time.sleep(60)
+        return {"fork": "denied " + errno.errorcode.get(exc.errno, "?")}
     if child == 0:
         # child: try to leave the session, then double fork a grandchild that hides
         try:
@@ -395,6 +436,10 @@ def run_every_minute(meta):
 def test_fork_double_fork_and_setsid_leave_nothing_behind(sandbox: Sandbox, plugin: Plugin) -> None:
     fork_server = sandbox.fork_server_pid
     report = results(attack(sandbox, plugin, FORK_TREE))
+    if report.get("fork") == "denied EAGAIN":
+        # Unprivileged posture: RLIMIT_NPROC counts every task of the supervisor's uid.
+        assert sandbox.posture == UNPRIVILEGED, report
+        return
     pids = [int(report["child"]), int(report["grandchild"])]
     if sandbox.layers.get("seccomp"):
         assert report["setsid"] == "denied" and report["setpgid"] == "denied"
@@ -415,9 +460,10 @@ def test_timeout_kills_the_whole_tree(sandbox: Sandbox, plugin: Plugin) -> None:
     assert outcome.outcome == "timeout", outcome
     assert time.monotonic() - started < 5
     # The run logged its descendants' pids before it hung.
-    line = next(log.message for log in outcome.logs if log.message.startswith("pids "))
+    line = next(log.message for log in outcome.logs if log.message.startswith("pids"))
     pids = [int(p) for p in line.split()[1:]]
-    assert len(pids) == 2
+    # No fork at all happens only where RLIMIT_NPROC counts every task of the supervisor's uid.
+    assert len(pids) == 2 or (not pids and sandbox.posture == UNPRIVILEGED), line
     assert wait_gone(pids) == [], "a process of the timed-out run outlived it"
 
 
@@ -491,7 +537,7 @@ def test_cpu_loop_ends_in_cpu_limit(sandbox: Sandbox, plugin: Plugin) -> None:
     assert stubborn.duration_ms < 6000
 
 
-@requires("rlimits", "uid_drop")  # RLIMIT_NPROC does not bind root
+@requires("rlimits")  # RLIMIT_NPROC binds the run uid, the namespace's uid, or the supervisor's
 def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
         attack(
@@ -530,7 +576,7 @@ def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
             held = []
             try:
                 while len(held) < 10_000:
-                    held.extend(socket.socketpair())
+                    held.extend(os.pipe())
             except OSError as exc:
                 return {"opened": len(held), "error": errno.errorcode.get(exc.errno)}
             return {"opened": len(held), "error": None}
@@ -661,7 +707,7 @@ def test_no_host_file_is_read(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) 
     assert_all_denied(report)
 
 
-@requires("seccomp", "netns")
+@requires("seccomp")
 def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
     abstract = f"\0plugin-runtime-test-{uuid.uuid4().hex}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -700,7 +746,7 @@ def test_no_network(sandbox: Sandbox, plugin: Plugin) -> None:
     assert_all_denied(report)
 
 
-@requires("seccomp", "chroot", "uid_drop")
+@requires("seccomp")
 @pytest.mark.skipif(
     os.uname().machine not in SYSCALL_NUMBERS, reason="syscall numbers not tabulated"
 )
@@ -787,3 +833,342 @@ def test_fetch_cannot_reach_internal_services(sandbox: Sandbox, tmp_path: Path) 
     assert_all_denied(report)
     assert "allowed_hosts" in report["http://example.org/"]
     assert "private or local" in report["http://127.0.0.1:5432/"]
+
+
+# -- no socket but the inherited channel; no IPC; no memory beyond the limit ----------------------
+
+
+@requires("seccomp")
+def test_no_socket_but_the_inherited_one(sandbox: Sandbox, plugin: Plugin) -> None:
+    """socket, socketpair, connect, bind, listen, accept and accept4 are refused for every family,
+    Unix included; on the channel itself too. The channel still works (the run reports)."""
+    abstract = f"\0plugin-runtime-test-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(abstract)
+    listener.listen(1)
+    try:
+        report = results(
+            attack(
+                sandbox,
+                plugin,
+                """
+            import stat
+            def run_every_minute(meta):
+                channel = [fd for fd in range(64) if attempt(lambda: os.fstat(fd)).startswith("ok")][0]
+                ch = socket.socket(fileno=os.dup(channel))
+                sockaddr = ctypes.create_string_buffer(b"\\x01\\x00" + meta.config["abstract"].encode() + b"\\0")
+                return {
+                    "unix_stream": attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)),
+                    "unix_dgram": attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)),
+                    "socketpair": attempt(lambda: socket.socketpair()),
+                    "raw_socketpair": attempt(lambda: sys_call(libc.socketpair, 1, 1, 0, ctypes.create_string_buffer(8))),
+                    "raw_socket_unix": attempt(lambda: sys_call(libc.socket, 1, 1, 0)),
+                    "connect_channel_to_host": attempt(lambda: sys_call(libc.connect, channel, sockaddr, 3 + len(meta.config["abstract"]))),
+                    "bind_channel": attempt(lambda: ch.bind("\\0plugin-runtime-bind")),
+                    "listen_channel": attempt(lambda: ch.listen(1)),
+                    "accept_channel": attempt(lambda: sys_call(libc.accept, channel, None, None)),
+                    "accept4_channel": attempt(lambda: sys_call(libc.accept4, channel, None, None, 0)),
+                }
+        """,
+                config={"abstract": abstract},
+            )
+        )
+    finally:
+        listener.close()
+    assert_all_denied(report)
+    assert all("EPERM" in str(v) for v in report.values()), report
+
+
+# An existing SysV segment of the host (made by the test) is what a run might try to attach.
+IPC_AND_MEMORY = """
+IPC_CREAT, IPC_PRIVATE = 0o1000, 0
+def run_every_minute(meta):
+    mb = 1 << 20
+    def memfd_grow():
+        fd = os.memfd_create("hoard")
+        os.ftruncate(fd, 512 * mb)
+    def memfd_write():
+        fd = os.memfd_create("hoard")
+        os.write(fd, b"x" * mb)
+    def shared_anonymous():  # MAP_SHARED | MAP_ANONYMOUS, read and write
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 4 + [ctypes.c_long]
+        addr = libc.mmap(None, 512 * mb, 3, 0x21, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap")
+        ctypes.memset(addr, 1, 512 * mb)
+    return {
+        "shmget": attempt(lambda: sys_call(libc.shmget, IPC_PRIVATE, 64 * mb, IPC_CREAT | 0o600)),
+        "shmget_host_segment": attempt(lambda: sys_call(libc.shmget, meta.config["shm_key"], 0, 0)),
+        "shmat_host_segment": attempt(lambda: sys_call(libc.shmat, meta.config["shm_id"], None, 0)),
+        "msgget": attempt(lambda: sys_call(libc.msgget, IPC_PRIVATE, IPC_CREAT | 0o600)),
+        "semget": attempt(lambda: sys_call(libc.semget, IPC_PRIVATE, 1, IPC_CREAT | 0o600)),
+        "mq_open": attempt(lambda: sys_call(libc.mq_open, b"/hoard", 0o100 | 2, 0o600, None)),
+        "dev_shm": attempt(lambda: open("/dev/shm/hoard", "wb").write(b"x" * mb)),
+        "memfd_grow": attempt(memfd_grow),
+        "memfd_write": attempt(memfd_write),
+        "shared_anonymous_beyond_memory_mb": attempt(shared_anonymous),
+    }
+"""
+
+
+@requires("seccomp", "rlimits")
+def test_no_ipc_object_and_no_memory_beyond_the_limit(sandbox: Sandbox, plugin: Plugin) -> None:
+    """SysV shared memory, queues and semaphores and POSIX queues are refused, so none can
+    outlive a run or pass between runs; memfd and tmpfs files cannot grow (RLIMIT_FSIZE=0); shared
+    anonymous memory counts in RLIMIT_AS. A SysV segment of the host is not reachable either."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x5052_0000 + os.getpid() % 0xFFFF
+    shm_id = libc.shmget(key, 4096, 0o1000 | 0o666)
+    assert shm_id >= 0, ctypes.get_errno()
+    try:
+        report = results(
+            attack(
+                sandbox,
+                plugin,
+                IPC_AND_MEMORY,
+                config={"shm_key": key, "shm_id": shm_id},
+                limits=Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=256),
+            )
+        )
+    finally:
+        libc.shmctl(shm_id, 0, None)  # IPC_RMID
+    assert_all_denied(report)
+    for name in ("shmget", "msgget", "semget", "mq_open", "shmget_host_segment"):
+        assert report[name] == "denied EPERM", report
+    assert report["memfd_grow"] == report["memfd_write"] == "denied EFBIG", report
+
+
+@requires("landlock_scope")
+def test_landlock_scopes_abstract_sockets_and_signals(tmp_path: Path) -> None:
+    """Landlock alone (no seccomp, no namespaces), as the jail builds it: an abstract Unix socket
+    and a signal to a process outside the domain are refused (ABI 6), while before restricting
+    the same process reaches both (the control)."""
+    abstract = f"\0plugin-runtime-scope-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(abstract)
+    listener.listen(4)
+    probe = textwrap.dedent(f"""
+        import errno, json, os, socket, sys
+        from sandbox.jail import PR_SET_NO_NEW_PRIVS, landlock_abi, landlock_restrict, landlock_ruleset, prctl
+        def attempt(fn):
+            try:
+                fn()
+                return "ok"
+            except OSError as exc:
+                return "denied " + errno.errorcode.get(exc.errno, "?")
+        def reach():
+            return {{
+                "abstract": attempt(lambda: socket.socket(socket.AF_UNIX).connect({abstract!r})),
+                "signal_parent": attempt(lambda: os.kill(os.getppid(), 0)),
+            }}
+        before = reach()
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        landlock_restrict(landlock_ruleset(landlock_abi()))
+        print(json.dumps({{"before": before, "after": reach()}}))
+    """)
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    finally:
+        listener.close()
+    report = json.loads(out.stdout)
+    assert report["before"] == {"abstract": "ok", "signal_parent": "ok"}, report
+    assert report["after"] == {"abstract": "denied EPERM", "signal_parent": "denied EPERM"}, report
+
+
+@requires("chroot")
+def test_host_paths_do_not_exist(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) -> None:
+    """In the empty root, no host path exists: not even stat() (which Landlock does not cover)
+    finds the host's files, the test's files, or PostgreSQL's socket."""
+    mine = tmp_path / "visible-to-stat"
+    mine.write_text("x")
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            return {p: attempt(lambda p=p: os.stat(p)) for p in meta.config["paths"]}
+    """,
+            config={
+                "paths": [
+                    "/etc/passwd",
+                    str(mine),
+                    "/tmp",
+                    "/proc/1",
+                    "/var/run/postgresql/.s.PGSQL.5432",
+                    "/dev/null",
+                ]
+            },
+        )
+    )
+    assert_all_denied(report)
+    assert set(report.values()) == {"denied ENOENT"}, report
+
+
+def test_runs_hold_no_capability(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Every posture: the run's capability sets are empty (root: dropped with the uid; user
+    namespace: dropped by capset; unprivileged: never held), and uid 0 is out of reach."""
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+            data = (ctypes.c_uint32 * 6)()
+            sys_call(libc.capget, header, data)
+            return {
+                "caps": list(data),
+                "ambient_net_admin": libc.prctl(47, 1, 12, 0, 0),  # PR_CAP_AMBIENT_IS_SET
+                "setuid_root": attempt(lambda: os.setuid(0)),
+                "setresuid_root": attempt(lambda: os.setresuid(0, 0, 0)),
+                "setgid_root": attempt(lambda: os.setgid(0)),
+                "uid": os.getuid(),
+            }
+    """,
+        )
+    )
+    assert report.pop("caps") == [0] * 6
+    assert report.pop("ambient_net_admin") == 0
+    assert report.pop("uid") != 0
+    assert_all_denied(report)
+
+
+def test_the_unprivileged_posture_is_reproduced(plugin: Plugin) -> None:
+    """A fork server that is refused namespaces (as a container's default seccomp profile does)
+    really meets the refusal: not root, it lands in the `unprivileged` posture with the layers
+    SECURITY.md lists for it, and says why; as root it loses its namespaces and keeps the rest
+    (the empty root is then a host directory: chroot needs no namespace).
+    What the posture keeps still holds: no socket, no host file, no IPC object."""
+    with Sandbox(allow_unrestricted=True, refuse_namespaces=True) as sb:
+        missing = {name for name, on in sb.layers.items() if not on}
+        if os.geteuid() == 0:
+            assert sb.posture == ROOT
+            assert missing == {"netns", "ipcns"}
+        else:
+            assert sb.posture == UNPRIVILEGED
+            assert "refuses user namespaces" in sb.posture_reason
+            assert "EPERM" in sb.posture_reason or "not permitted" in sb.posture_reason
+            assert missing == POSTURE_LACKS[UNPRIVILEGED] | (
+                {"landlock_scope"} if not HOST_LAYERS["landlock_scope"] else set()
+            )
+        report = results(
+            attack(
+                sb,
+                plugin,
+                """
+            def run_every_minute(meta):
+                return {
+                    "unix_socket": attempt(lambda: socket.socket(socket.AF_UNIX)),
+                    "inet_socket": attempt(lambda: socket.socket(socket.AF_INET)),
+                    "read_passwd": attempt(lambda: open("/etc/passwd").read()),
+                    "shmget": attempt(lambda: sys_call(libc.shmget, 0, 1 << 20, 0o1000 | 0o600)),
+                    "unshare_user": attempt(lambda: sys_call(libc.unshare, 0x10000000)),
+                }
+        """,
+            )
+        )
+    assert_all_denied(report)
+
+
+# -- the embedded database: the attack of a non-root `serve` -------------------------------------
+
+# Speaks PostgreSQL's wire protocol over its Unix socket (trust authentication, as the embedded
+# server has) and reads every config's settings: what a plugin that escaped layer 1 would do.
+READ_CONFIGS_OVER_UNIX_SOCKET = """
+import struct
+def pg_read_settings(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    params = b"user\\0postgres\\0database\\0" + meta_db.encode() + b"\\0\\0"
+    s.sendall(struct.pack(">II", 8 + len(params), 196608) + params)
+    query = b"SELECT settings::text FROM plugin_runtime.plugin_configs\\0"
+    sent, data = False, b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if not sent and b"Z\\0\\0\\0\\x05" in data:
+            s.sendall(b"Q" + struct.pack(">I", 4 + len(query)) + query)
+            sent, data = True, b""
+        elif sent and b"Z\\0\\0\\0\\x05" in data:
+            break
+    text = data.decode("utf-8", "replace")
+    return text[text.find("{"):]
+
+def run_every_minute(meta):
+    global meta_db
+    meta_db = meta.config["database"]
+    return {"read_settings": attempt(lambda: pg_read_settings(meta.config["socket"]))}
+"""
+
+
+@requires("seccomp")
+def test_the_embedded_database_is_unreachable(sandbox: Sandbox, plugin: Plugin) -> None:
+    """`serve` with the embedded PostgreSQL (its Unix socket in the data directory, trust
+    authentication): an escaped run must not connect to it and read another config's secret
+    settings. The same payload run as a plain process of the same user does read them (the
+    control), so the test fails if the jail does not hold."""
+    import subprocess
+    import sys
+    from urllib.parse import parse_qs, urlsplit
+
+    import psycopg
+
+    from runtime.migrate import migrate
+    from runtime.store import create_config, install_plugin
+
+    # Started as serve starts it (runtime/db.py), but stopped afterwards. Not under pytest's
+    # tmp_path: as root, pgserver runs PostgreSQL as another user, who must reach the data.
+    data_dir = Path(tempfile.mkdtemp(prefix="plugin-runtime-pgdata-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    url = server.get_uri()
+    try:
+        secret = f"secret-of-another-config-{uuid.uuid4().hex}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+            install_plugin(conn, load_plugin(Path(__file__).parent / "plugins" / "tiny"))
+            create_config(conn, "tiny", {"api_key": secret})
+        parts = urlsplit(url)
+        socket_path = f"{parse_qs(parts.query)['host'][0]}/.s.PGSQL.{parts.port or 5432}"
+        config = {"socket": socket_path, "database": parts.path.lstrip("/") or "postgres"}
+        control_source = (
+            PRELUDE
+            + READ_CONFIGS_OVER_UNIX_SOCKET
+            + "\nclass M:\n    config = "
+            + repr(config)
+            + "\nprint(json.dumps(run_every_minute(M)))\n"
+        )
+        control = subprocess.run(
+            [sys.executable, "-c", "import json\n" + control_source],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert secret in control.stdout, control.stdout + control.stderr
+        report = results(attack(sandbox, plugin, READ_CONFIGS_OVER_UNIX_SOCKET, config=config))
+        assert_all_denied(report)
+        assert secret not in json.dumps(report)
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
