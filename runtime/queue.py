@@ -71,6 +71,9 @@ class Queue:
         capabilities: list[str],
         layers: dict[str, bool],
         concurrency: int,
+        posture: str = "",
+        posture_reason: str = "",
+        layer_reasons: dict[str, str] | None = None,
     ) -> None:
         self.execute(
             "register_node",
@@ -81,6 +84,9 @@ class Queue:
                 "capabilities": capabilities,
                 "layers": Jsonb(layers),
                 "concurrency": concurrency,
+                "posture": posture,
+                "posture_reason": posture_reason,
+                "layer_reasons": Jsonb(layer_reasons or {}),
             },
         )
 

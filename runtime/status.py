@@ -30,6 +30,7 @@ from runtime.db import (
 from runtime.fleet_clock import fleet_time
 from runtime.queries import query
 from runtime.run_error import error_summary
+from sandbox.layers import EXPOSES
 
 # Windows are in scheduler time (runtime/fleet_clock.py): a fast test clock shortens them.
 WINDOW_S = 600.0  # lag and throughput: the last 10 minutes
@@ -175,6 +176,9 @@ def _node(row: dict[str, Any]) -> dict[str, Any]:
         lag_p50_s=stats.get("lag_p50_s"),
         lag_p99_s=stats.get("lag_p99_s"),
         runs_per_min=round(row.pop("finished_recent") / (WINDOW_S / 60.0), 2),
+        posture=row.get("posture") or "",
+        posture_reason=row.get("posture_reason") or "",
+        layer_reasons=row.get("layer_reasons") or {},
         layers_active=sorted(k for k, on in layers.items() if on),
         layers_missing=sorted(k for k, on in layers.items() if not on),
     )
@@ -399,31 +403,32 @@ def _nodes(status: Mapping[str, Any], t: Thresholds) -> list[Problem]:
 
 
 def _sandbox(status: Mapping[str, Any]) -> list[Problem]:
+    """A warning per sandbox layer off on some live node: what an escaped plugin can then reach,
+    and why the layer is off there (the node's reason and posture)."""
     alive = [n for n in status["nodes"] if n["state"] == "alive"]
     out = []
     missing_anywhere = sorted({layer for n in alive for layer in n["layers_missing"]})
     for layer in missing_anywhere:
-        off = [n["id"] for n in alive if layer in n["layers_missing"]]
-        if len(off) == len(alive):
-            out.append(
-                Problem(
-                    "sandbox",
-                    "notice",
-                    f"sandbox layer {layer} is unavailable on every node (a host limitation)",
-                    "plugin-runtime run PLUGIN_DIR",
-                    "the run report says why the layer is off; see SECURITY.md for what it stops",
-                )
+        off = [n for n in alive if layer in n["layers_missing"]]
+        where = "every node" if len(off) == len(alive) else ", ".join(n["id"] for n in off)
+        reasons = sorted(
+            {
+                f"{n.get('posture') or '?'} posture: "
+                f"{(n.get('layer_reasons') or {}).get(layer, 'no reason given')}"
+                for n in off
+            }
+        )
+        out.append(
+            Problem(
+                "sandbox",
+                "warning",
+                f"sandbox layer {layer} is off on {where}: an escaped plugin can reach "
+                f"{EXPOSES.get(layer, 'what the layer stops')}",
+                "plugin-runtime run PLUGIN_DIR",
+                f"{'; '.join(reasons)}. See SECURITY.md (postures); "
+                "serve --require-layers makes a missing layer an error",
             )
-        else:
-            out.append(
-                Problem(
-                    "sandbox",
-                    "warning",
-                    f"sandbox layer {layer} is off on {', '.join(off)} but on elsewhere",
-                    "plugin-runtime run PLUGIN_DIR",
-                    "run it on that host: the report says why the layer is off",
-                )
-            )
+        )
     return out
 
 

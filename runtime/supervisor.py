@@ -34,6 +34,7 @@ from runtime.reload import Listener
 from runtime.run_error import error_summary
 from runtime.schedule import SchedulePolicy, TaskState
 from sandbox import DEFAULT_LIMITS, Limits, Sandbox
+from sandbox.layers import EXPOSES
 from sandbox.manifest import ManifestError, Plugin, plugin_from_stored
 from sandbox.services import IPNetwork, LocalServices
 
@@ -191,15 +192,21 @@ class Supervisor:
         return max(MIN_REAL_INTERVAL_S, scheduler_seconds / self.clock.scale)
 
     def _report_layers(self) -> None:
-        off = [name for name, on in self.sandbox.layers.items() if not on]
-        if off:
-            for name in off:
-                log.warning(
-                    "sandbox layer %s is unavailable: %s",
-                    name,
-                    self.sandbox.layer_reasons.get(name, "not supported on this host"),
-                )
-        log.info("sandbox layers: %s", ", ".join(k for k, v in self.sandbox.layers.items() if v))
+        """One start-up line: the posture and why, the layers on; a warning per layer off."""
+        sb = self.sandbox
+        for name in (name for name, on in sb.layers.items() if not on):
+            log.warning(
+                "sandbox layer %s is off (%s): an escaped plugin can reach %s",
+                name,
+                sb.layer_reasons.get(name, "not supported on this host"),
+                EXPOSES.get(name, "what it would stop"),
+            )
+        log.info(
+            "sandbox posture %s (%s); layers on: %s",
+            sb.posture or "?",
+            sb.posture_reason,
+            ", ".join(k for k, v in sb.layers.items() if v),
+        )
 
     def _ensure_connected(self) -> Queue:
         if self._queue is not None and not self._queue.conn.closed:
@@ -215,6 +222,9 @@ class Supervisor:
             list(self.settings.capabilities),
             self.sandbox.layers,
             self.settings.concurrency,
+            self.sandbox.posture,
+            self.sandbox.posture_reason,
+            self.sandbox.layer_reasons,
         )
         if not self.db_ok.is_set():
             log.info("connected to the database; node %s registered", self.settings.node_id)

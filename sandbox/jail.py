@@ -25,6 +25,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.layers import ALWAYS_ON, ROOT, UNPRIVILEGED, USERNS
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 PR_SET_PDEATHSIG = 1
@@ -67,10 +69,6 @@ LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1
 LANDLOCK_SCOPE_SIGNAL = 2
 _SCOPES = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL
 
-ROOT = "root"
-USERNS = "userns"
-UNPRIVILEGED = "unprivileged"
-POSTURES = (ROOT, USERNS, UNPRIVILEGED)
 
 RUN_NICENESS = 5
 NPROC_PER_RUN = 16  # processes a run may have at once (a fork bomb stops here)
@@ -535,30 +533,8 @@ class JailPlan:
             self.seccomp_filter.load()
 
 
-ALWAYS_ON = ("restricted_python", "clean_env", "session", "no_new_privs", "rlimits", "watchdog")
 NEEDS_NAMESPACES = "needs root or a user namespace"
 REFUSE_USERNS_ENV = "PLUGIN_RUNTIME_REFUSE_USERNS"
-
-# What an escaped plugin can reach when a layer is off: doctor's warning and SECURITY.md.
-EXPOSES = {
-    "restricted_python": "plain Python: every escape class of layer 1",
-    "clean_env": "the supervisor's environment (database URL, secrets)",
-    "session": "the supervisor's open descriptors, and leaving the watchdog's process group",
-    "no_new_privs": "privileges gained through setuid executables",
-    "rlimits": "unbounded CPU, memory, processes and descriptors",
-    "watchdog": "runs that never end",
-    "uid_drop": "runs share one uid: one process budget (RLIMIT_NPROC) between them, and files "
-    "and processes of that uid wherever the other layers are off",
-    "chroot": "the host's filesystem tree (stat of any path; pathname Unix sockets such as "
-    "PostgreSQL's where seccomp is off)",
-    "netns": "the host's network (and its abstract Unix sockets) where seccomp is off",
-    "ipcns": "the host's SysV and POSIX IPC objects where seccomp is off",
-    "seccomp": "new sockets (the network, PostgreSQL's Unix socket), SysV shared memory that "
-    "outlives the run, ptrace, signals, namespaces and mounts",
-    "landlock": "reading and writing host files with the run's uid",
-    "landlock_scope": "abstract Unix sockets and signals to processes outside the run where "
-    "seccomp is off",
-}
 
 
 def userns_allowed() -> bool:

@@ -174,6 +174,7 @@ def _print_tables(status: Mapping[str, Any]) -> None:
             "lag_p99_s": _num(n["lag_p99_s"], 2),
             "missing": ", ".join(n["layers_missing"]) or "none",
             "active": str(len(n["layers_active"])),
+            "posture": n.get("posture") or "?",
         }
         for n in status["nodes"]
     ]
@@ -186,6 +187,7 @@ def _print_tables(status: Mapping[str, Any]) -> None:
             ("load", "load"),
             ("runs/min", "runs_per_min"),
             ("lag p99 s", "lag_p99_s"),
+            ("sandbox posture", "posture"),
             ("layers on", "active"),
             ("layers missing", "missing"),
         ],
@@ -309,6 +311,15 @@ def _ok_detail(check: str, status: Mapping[str, Any]) -> str:
         return f" ({', '.join(parts)})" if parts else " (no tasks)"
     if check == "configs":
         return f" ({len(status['worst_configs'])} config(s) ran in the last hour)"
+    if check == "sandbox":
+        postures = sorted(
+            {
+                f"{n.get('posture') or '?'}: {n.get('posture_reason') or '-'}"
+                for n in status["nodes"]
+                if n["state"] == "alive"
+            }
+        )
+        return f" (posture {'; '.join(postures)})" if postures else ""
     return ""
 
 

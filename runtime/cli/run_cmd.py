@@ -188,15 +188,27 @@ def parse_slot(text: str) -> str:
 # -- the run ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Jail:
+    """What the sandbox of a run was: its layers, why some are off, and its posture."""
+
+    layers: dict[str, bool]
+    reasons: dict[str, str]
+    posture: str
+    posture_reason: str
+
+
 def execute(
     request: RunRequest, allow_private: bool, allow_networks: Sequence[IPNetwork] = ()
-) -> tuple[Outcome, dict[str, bool], dict[str, str]]:
-    """Run the request in a fresh sandbox; the outcome, the layers and why some are off."""
+) -> tuple[Outcome, Jail]:
+    """Run the request in a fresh sandbox; the outcome, and the jail it ran in."""
     services = LocalServices(allow_private=allow_private, allow_networks=allow_networks)
     with Sandbox(services=services) as sandbox:
         outcome = sandbox.run(request)
         layers = dict(outcome.layers or sandbox.layers)
-        return outcome, layers, dict(sandbox.layer_reasons)
+        return outcome, Jail(
+            layers, dict(sandbox.layer_reasons), sandbox.posture, sandbox.posture_reason
+        )
 
 
 def write_storage(path: str, storage: Mapping[str, Any]) -> None:
@@ -245,12 +257,12 @@ def report_json(
     task: str,
     outcome: Outcome,
     storage: Mapping[str, Any],
-    layers: Mapping[str, bool],
-    reasons: Mapping[str, str],
+    jail: Jail,
     limits: Limits,
     run: RunInfo,
 ) -> dict[str, Any]:
     error = outcome.error
+    layers = jail.layers
     return {
         "plugin": plugin.name,
         "version": plugin.manifest.version,
@@ -277,7 +289,9 @@ def report_json(
             "memory_mb": limits.memory_mb,
         },
         "layers": dict(layers),
-        "layer_reasons": {k: v for k, v in reasons.items() if not layers.get(k, False)},
+        "layer_reasons": {k: v for k, v in jail.reasons.items() if not layers.get(k, False)},
+        "posture": jail.posture,
+        "posture_reason": jail.posture_reason,
     }
 
 
@@ -330,6 +344,9 @@ def report_text(data: Mapping[str, Any], before: Mapping[str, Any], console: Con
         )
     _storage_diff(before, data["storage"], ok, console)
     _layers(data["layers"], data["layer_reasons"], console)
+    console.print(
+        f"[bold]sandbox posture[/bold] {escape(data['posture'])} ({escape(data['posture_reason'])})"
+    )
 
 
 def _collapse(lines: Sequence[str]) -> list[tuple[str, int]]:
@@ -469,7 +486,7 @@ def run_command(
         plugin=plugin, task=chosen, config=settings, storage=storage, limits=limits, run=run
     )
     try:
-        outcome, layers, reasons = execute(request, allow_private, networks)
+        outcome, jail = execute(request, allow_private, networks)
     except (SandboxError, OSError) as exc:
         fail(f"the sandbox could not run the plugin: {exc}", EXIT_ERROR)
         return
@@ -480,7 +497,7 @@ def run_command(
         except OSError as exc:
             fail(f"storage file {storage_file}: cannot write: {exc}", EXIT_ERROR)
     redact = Redactor(plugin, settings)
-    data = redact(report_json(plugin, chosen, outcome, after, layers, reasons, limits, run))
+    data = redact(report_json(plugin, chosen, outcome, after, jail, limits, run))
     if as_json:
         click.echo(json.dumps(data, default=str))
     else:

@@ -14,6 +14,7 @@ from runtime.logs import setup_logging
 from runtime.schedule import ScheduleError, SchedulePolicy
 from runtime.supervisor import Settings, Supervisor
 from sandbox import Limits
+from sandbox.layers import EXPOSES, parse_layer_list
 from sandbox.services import parse_networks
 
 CAPABILITIES = ("scheduledTasks",)
@@ -129,6 +130,14 @@ CAPABILITIES = ("scheduledTasks",)
     help="Default: text on a terminal, JSON lines otherwise.",
 )
 @click.option(
+    "--require-layers",
+    default="",
+    metavar="LIST",
+    help="Comma-separated sandbox layers (e.g. seccomp,landlock,netns,chroot) without which the "
+    "node refuses to start (exit 2): a layer lost after a host change is then an error, not a "
+    "silent downgrade.",
+)
+@click.option(
     "--testing", is_flag=True, help="Allow test-only options (--time-scale, --start-time)."
 )
 @click.option("--time-scale", type=float, default=1.0, help="[--testing] scheduler clock speed.")
@@ -163,6 +172,7 @@ def serve_command(
     hourly_window_h: float,
     daily_window_d: float,
     log_format: str | None,
+    require_layers: str,
     testing: bool,
     time_scale: float,
     start_time: str | None,
@@ -179,6 +189,10 @@ def serve_command(
         )
     if time_scale <= 0:
         fail("--time-scale must be > 0", EXIT_BAD_INPUT)
+    try:
+        required = parse_layer_list(require_layers)
+    except ValueError as exc:
+        fail(f"--require-layers: {exc}", EXIT_BAD_INPUT)
     caps = [c.strip() for c in capabilities.split(",") if c.strip()]
     unknown = [c for c in caps if c not in CAPABILITIES]
     if unknown:
@@ -225,6 +239,8 @@ def serve_command(
     except (DatabaseUnavailable, InvalidDatabaseUrl) as exc:
         fail(str(exc), 3)
     supervisor = Supervisor(url, settings, clock)
+    if required:
+        _require_layers(supervisor, required)
     supervisor.install_signal_handlers()
     if jump_on_sigusr1:
         import signal
@@ -236,3 +252,21 @@ def serve_command(
 
         serve_http(http_addr, supervisor)
     supervisor.run()
+
+
+def _require_layers(supervisor: Supervisor, required: list[str]) -> None:
+    """Start the sandbox now and refuse to serve (exit 2) if it lacks a required layer."""
+    sandbox = supervisor.sandbox
+    sandbox.start()
+    missing = [name for name in required if not sandbox.layers.get(name)]
+    if missing:
+        sandbox.close()
+        why = "; ".join(
+            f"{name}: {sandbox.layer_reasons.get(name, 'not available')} (exposes {EXPOSES[name]})"
+            for name in missing
+        )
+        fail(
+            f"required sandbox layer(s) missing: {', '.join(missing)} "
+            f"(posture {sandbox.posture}: {sandbox.posture_reason}). {why}",
+            EXIT_BAD_INPUT,
+        )

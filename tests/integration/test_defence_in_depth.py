@@ -29,15 +29,8 @@ import psutil
 import pytest
 
 from sandbox import Outcome, Plugin, RunRequest, Sandbox, load_plugin
-from sandbox.jail import (
-    NOFILE_PER_RUN,
-    NPROC_PER_RUN,
-    ROOT,
-    UNPRIVILEGED,
-    USERNS,
-    host_layers,
-    host_posture,
-)
+from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN, host_layers, host_posture
+from sandbox.layers import ROOT, UNPRIVILEGED, USERNS
 from sandbox.manifest import Limits
 
 SECRET_URL = f"postgresql://runtime:s3cret-{uuid.uuid4().hex}@db.internal:5432/runtime"

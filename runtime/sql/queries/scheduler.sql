@@ -221,11 +221,15 @@ UPDATE plugin_runtime.tasks t
  WHERE t.id = released.task_id AND t.active_run_id = released.id;
 
 -- name: register_node
-INSERT INTO plugin_runtime.nodes (id, hostname, pid, capabilities, layers, concurrency)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(capabilities)s, %(layers)s, %(concurrency)s)
+INSERT INTO plugin_runtime.nodes (id, hostname, pid, capabilities, layers, concurrency,
+                                   posture, posture_reason, layer_reasons)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(capabilities)s, %(layers)s, %(concurrency)s,
+        %(posture)s, %(posture_reason)s, %(layer_reasons)s)
 ON CONFLICT (id) DO UPDATE
    SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, capabilities = EXCLUDED.capabilities,
        layers = EXCLUDED.layers, concurrency = EXCLUDED.concurrency,
+       posture = EXCLUDED.posture, posture_reason = EXCLUDED.posture_reason,
+       layer_reasons = EXCLUDED.layer_reasons,
        started_at = now(), heartbeat_at = now(), stopped_at = NULL;
 
 -- name: stop_node

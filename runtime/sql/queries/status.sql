@@ -101,7 +101,8 @@ SELECT c.cadence,
 -- Every node with its heartbeat age (database clock), what it holds, and its recent throughput
 -- (scheduler clock). Nodes stopped more than %(stopped_shown_s)s seconds ago are left out (their
 -- number is in status_hidden_nodes).
-SELECT n.id, n.hostname, n.pid, n.capabilities, n.layers, n.concurrency, n.started_at,
+SELECT n.id, n.hostname, n.pid, n.capabilities, n.layers, n.posture, n.posture_reason,
+       n.layer_reasons, n.concurrency, n.started_at,
        n.heartbeat_at, n.stopped_at, n.stats,
        EXTRACT(EPOCH FROM now() - n.heartbeat_at) AS heartbeat_age_s,
        (SELECT count(*) FROM plugin_runtime.runs r
