@@ -1165,3 +1165,49 @@ def test_the_embedded_database_is_unreachable(sandbox: Sandbox, plugin: Plugin) 
     finally:
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# What SECURITY.md's posture table says an escaped plugin can still reach, measured: metadata of
+# host paths (stat, readlink, access, xattrs: Landlock does not cover them) where there is no empty
+# root; never their contents, a directory listing, a signal or a socket.
+STILL_REACHES = """
+def run_every_minute(meta):
+    path = meta.config["path"]
+    return {
+        "stat": attempt(lambda: os.stat(path).st_size),
+        "readlink": attempt(lambda: os.readlink(meta.config["link"])),
+        "access": attempt(lambda: os.access(path, os.R_OK)),
+        "listxattr": attempt(lambda: os.listxattr(path)),
+        "read": attempt(lambda: open(path).read()),
+        "listdir": attempt(lambda: os.listdir(os.path.dirname(path))),
+        "signal_supervisor": attempt(lambda: os.kill(meta.config["test_pid"], 0)),
+        "unix_socket": attempt(lambda: socket.socket(socket.AF_UNIX)),
+    }
+"""
+
+
+@requires("seccomp", "landlock")
+def test_what_an_escaped_plugin_still_reaches(
+    sandbox: Sandbox, plugin: Plugin, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-file.txt"
+    secret.write_text("host data")
+    secret.chmod(0o644)
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            STILL_REACHES,
+            config={"path": str(secret), "link": str(link), "test_pid": os.getpid()},
+        )
+    )
+    access = report.pop("access")
+    metadata = {k: report.pop(k) for k in ("stat", "readlink", "listxattr")}
+    assert_all_denied(report)  # contents, listings, signals, sockets: never
+    if sandbox.layers["chroot"]:
+        assert set(metadata.values()) == {"denied ENOENT"} and access == "ok False", metadata
+    else:  # the unprivileged posture: metadata of host paths is visible
+        assert metadata["stat"] == "ok 9" and metadata["readlink"] == f"ok {str(secret)!r}"
+        assert access == "ok True"
