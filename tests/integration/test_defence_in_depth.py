@@ -972,7 +972,7 @@ def test_landlock_scopes_abstract_sockets_and_signals(tmp_path: Path) -> None:
             text=True,
             check=True,
             timeout=30,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
     finally:
         listener.close()
@@ -1139,7 +1139,9 @@ def test_the_embedded_database_is_unreachable(sandbox: Sandbox, plugin: Plugin) 
         secret = f"secret-of-another-config-{uuid.uuid4().hex}"
         with psycopg.connect(url, autocommit=True) as conn:
             migrate(conn)
-            install_plugin(conn, load_plugin(Path(__file__).parent / "plugins" / "tiny"))
+            install_plugin(
+                conn, load_plugin(Path(__file__).resolve().parents[1] / "plugins" / "tiny")
+            )
             create_config(conn, "tiny", {"api_key": secret})
         parts = urlsplit(url)
         socket_path = f"{parse_qs(parts.query)['host'][0]}/.s.PGSQL.{parts.port or 5432}"

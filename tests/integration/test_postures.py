@@ -19,7 +19,7 @@ from sandbox.layers import EXPOSES, POSTURES
 if TYPE_CHECKING:
     from conftest import CliRunner
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "minute_counter"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "minute_counter"
 
 REFUSED = {REFUSE_USERNS_ENV: "1"}
 
