@@ -3,6 +3,7 @@ Short runs for CI; `make soak` runs the long one."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -117,11 +118,15 @@ def test_the_invariant_check_reports_skipped_and_duplicated_slots(
 
 
 @pytest.mark.parametrize("args", [["--db-outage", "30", "--duration", "20"]])
-def test_chaos_refuses_bad_options(args: list[str]) -> None:
+def test_chaos_refuses_bad_options(args: list[str], tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
     proc = subprocess.run(
         [sys.executable, "-m", "runtime", "chaos", *args],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tmp_path,
+        env=env,
     )
     assert proc.returncode == 2 and "--db-outage must be shorter" in proc.stderr
+    assert not (tmp_path / ".pgdata").exists(), "refused before starting any database"
