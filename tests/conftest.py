@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ import psycopg
 import pytest
 from leftovers import MARK_ENV, find_leftovers, fork_servers, kill
 
-from runtime.db import ENV_DATABASE_URL, connect
+from runtime.db import ENV_DATA_DIR, ENV_DATABASE_URL, connect
 from runtime.testing.postgres import PrivateServer, throwaway_database
 from sandbox import Sandbox
 
@@ -53,11 +55,24 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[MARK_ENV] = secrets.token_hex(8)
     config.stash[_FORK_SERVERS_BEFORE] = fork_servers(REPO_ROOT)
     config.stash[_STARTED_AT] = time.time()
+    # A command run without a database URL starts the embedded server in the user's data
+    # directory, one per user: in a test it gets a directory of this session instead, so no
+    # clone's suite ever shares (or leaves behind) the user's server.
+    data_home = Path(tempfile.mkdtemp(prefix="plugin-runtime-test-data-"))
+    os.environ[ENV_DATA_DIR] = str(data_home / "pgdata")
+    SESSION_DIRS.append(data_home)
 
 
 @pytest.hookimpl(trylast=True)  # after the session's fixtures (its PostgreSQL) are torn down
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The suite leaves nothing running: a process it left fails the session, and is killed."""
+    try:
+        _report_leftovers(session)
+    finally:
+        shutil.rmtree(Path(os.environ[ENV_DATA_DIR]).parent, ignore_errors=True)
+
+
+def _report_leftovers(session: pytest.Session) -> None:
     found = find_leftovers(
         mark=os.environ[MARK_ENV],
         directories=SESSION_DIRS,
