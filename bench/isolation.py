@@ -32,7 +32,7 @@ from bench.common import (
 )
 from bench.node import InProcessNode, minute_start
 from runtime.clock import Clock
-from runtime.supervisor import Settings
+from runtime.node import NodeSettings
 from sandbox import RunRequest, Sandbox, load_plugin, resolve_limits
 
 
@@ -70,7 +70,7 @@ def engine_lags(
         last_slot = first_slot + timedelta(minutes=minutes)
         clock = Clock(start, scale)
         node = InProcessNode(
-            db, Settings(node_id="bench-isolation", concurrency=concurrency), clock
+            db, NodeSettings(node_id="bench-isolation", concurrency=concurrency), clock
         ).start()
         try:
             # Every run of the last measured slot has started a minute (+ its timeout) later.

@@ -1,4 +1,4 @@
-"""A real supervisor (`runtime.supervisor.Supervisor`) on a thread of the benchmark process, and
+"""A real supervisor (`runtime.node.Node`) on a thread of the benchmark process, and
 a real `plugin-runtime serve` process, both on a benchmark database."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import REPO_ROOT, BenchDatabase, BenchError
-from runtime.clock import Clock, iso
-from runtime.supervisor import Settings, Supervisor
+from runtime.clock import Clock
+from runtime.jsonable import iso_utc
+from runtime.node import Node, NodeSettings
 
 
 def minute_start(lead_s: float, scale: float) -> datetime:
@@ -26,10 +27,10 @@ def minute_start(lead_s: float, scale: float) -> datetime:
 
 
 class InProcessNode:
-    """`Supervisor(url, Settings(...), Clock(...)).run()` on a thread, until `stop()`."""
+    """`Node(url, NodeSettings(...), Clock(...)).run()` on a thread, until `stop()`."""
 
-    def __init__(self, db: BenchDatabase, settings: Settings, clock: Clock) -> None:
-        self.supervisor = Supervisor(db.url, settings, clock)
+    def __init__(self, db: BenchDatabase, settings: NodeSettings, clock: Clock) -> None:
+        self.supervisor = Node(db.url, settings, clock)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="bench-supervisor", daemon=True)
 
@@ -87,7 +88,7 @@ class ServeProcess:
         if time_scale != 1.0 or start_time is not None:
             args += ["--testing", "--time-scale", str(time_scale)]
             if start_time is not None:
-                args += ["--start-time", str(iso(start_time))]
+                args += ["--start-time", iso_utc(start_time)]
         self.args = args + list(extra or [])
         self.process: subprocess.Popen[bytes] | None = None
 

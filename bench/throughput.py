@@ -26,7 +26,7 @@ from bench.common import (
 )
 from bench.node import InProcessNode, minute_start
 from runtime.clock import Clock
-from runtime.supervisor import Settings
+from runtime.node import NodeSettings
 
 
 @dataclass
@@ -70,7 +70,7 @@ def measure_engine(
         if log is not None:
             log.mark_start()
         clock = Clock(minute_start(1.0, scale), scale)
-        settings = Settings(node_id=f"bench-{label}", concurrency=concurrency)
+        settings = NodeSettings(node_id=f"bench-{label}", concurrency=concurrency)
         node = InProcessNode(db, settings, clock).start()
         try:
             deadline = time.monotonic() + 60

@@ -47,7 +47,11 @@ class DbFailure(enum.Enum):
     EMBEDDED = "embedded"  # the embedded server cannot start
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseError(Exception):
+    """A statement failed for a reason that is not an outage (see the subclasses)."""
+
+
+class DatabaseUnavailable(DatabaseError):
     """The database cannot be used: `failure` says why, `next_step` what to do."""
 
     def __init__(
@@ -56,6 +60,15 @@ class DatabaseUnavailable(Exception):
         super().__init__(message)
         self.failure = failure
         self.next_step = next_step
+
+
+class Refused(DatabaseError):
+    """PostgreSQL (or the encoder before it) refused the data of a statement: the same data will
+    be refused again, so it is not retried as it is."""
+
+
+class Conflict(DatabaseError):
+    """A unique constraint held: someone else wrote the same row at the same moment."""
 
 
 class InvalidDatabaseUrl(ValueError):

@@ -35,7 +35,7 @@ from runtime import metrics, page_data, store
 from runtime.db import DatabaseUnavailable, connect
 from runtime.jsonable import jsonable
 from runtime.queries import query
-from runtime.status import status_for_url
+from runtime.status import Thresholds, status_for_url
 
 log = logging.getLogger("plugin_runtime.http")
 
@@ -131,7 +131,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.refresh_quarantined()
             self._send(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
         elif path == "/api/status":
-            status = status_for_url(sup.url, connect_timeout=3)
+            status = status_for_url(
+                sup.url,
+                connect_timeout=3,
+                thresholds=Thresholds(dead_after_s=sup.settings.dead_after_s),
+            )
             status["node"] = sup.settings.node_id
             status["admin"] = self.server.admin_token is not None
             self._json(200, status)

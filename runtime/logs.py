@@ -9,13 +9,15 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from runtime.jsonable import iso_utc
+
 RUN_FIELDS = ("run_id", "config_id", "task", "slot", "outcome", "error")
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "ts": iso_utc(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

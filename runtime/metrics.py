@@ -54,5 +54,3 @@ DB_ERRORS = Counter(
 DB_UP = Gauge(
     "plugin_runtime_database_up", "1 when the node's database connection works", registry=REGISTRY
 )
-
-KILL_OUTCOMES = {"timeout", "cpu_limit", "memory_limit", "output_limit", "crashed"}

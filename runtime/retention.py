@@ -2,8 +2,8 @@
 
 Each batch is one short autocommit statement (at most `batch` rows, rows locked by someone else
 are skipped), so pruning never holds long locks and nodes keep claiming and recording meanwhile.
-Runs still in flight are never deleted. `prune` is what `plugin-runtime prune` runs; a supervisor
-can call it periodically too.
+Runs still in flight are never deleted. `prune` is what `plugin-runtime prune` runs; a node runs
+it periodically through its database gateway (runtime/node/retention.py).
 
 Age is measured on the scheduler clock, the one that wrote `finished_at` and the log lines' `ts`:
 a node passes its own clock; `plugin-runtime prune` uses the fleet's (runtime/fleet_clock.py).
@@ -13,6 +13,7 @@ So a `serve --testing` run whose fast clock started at any date keeps its histor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,9 +26,12 @@ DEFAULT_RUNS_DAYS = 30.0
 DEFAULT_LOGS_DAYS = 7.0
 DEFAULT_BATCH = 5000
 
+# Sends one named statement with its parameters; returns the number of rows it deleted.
+Send = Callable[[str, Mapping[str, Any]], int]
+
 
 def _prune(
-    conn: psycopg.Connection[Any],
+    send: Send,
     name: str,
     days: float,
     now: datetime,
@@ -37,9 +41,7 @@ def _prune(
 ) -> tuple[int, int]:
     total = batches = 0
     while max_batches is None or batches < max_batches:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(query(name), {"days": days, "batch": batch, "now": now})
-            deleted = max(cur.rowcount, 0)
+        deleted = send(name, {"days": days, "batch": batch, "now": now})
         total += deleted
         batches += 1
         if deleted < batch:
@@ -50,7 +52,7 @@ def _prune(
 
 
 def prune(
-    conn: psycopg.Connection[Any],
+    target: psycopg.Connection[Any] | Send,
     runs_days: float | None = DEFAULT_RUNS_DAYS,
     logs_days: float | None = DEFAULT_LOGS_DAYS,
     batch: int = DEFAULT_BATCH,
@@ -61,22 +63,29 @@ def prune(
 ) -> dict[str, Any]:
     """Delete runs finished more than `runs_days` before `now` and log lines older than
     `logs_days` (None: keep them), `batch` rows per statement, until none is left (or
-    `max_batches` per table). `now` is scheduler time (default: the fleet's scheduler clock).
-    Returns {"runs": n, "logs": n, "statements": n, "seconds": s}."""
+    `max_batches` per table). `target`: a connection, or a node gateway's way of sending a
+    statement (which then gives `now`). `now` is scheduler time (default: the fleet's scheduler
+    clock). Returns {"runs": n, "logs": n, "statements": n, "seconds": s}."""
     if batch < 1:
         raise ValueError("batch must be at least 1")
     for label, days in (("runs_days", runs_days), ("logs_days", logs_days)):
         if days is not None and days < 0:
             raise ValueError(f"{label} must be >= 0")
+    if callable(target):
+        send = target
+        if now is None:
+            raise ValueError("a node prunes at its own scheduler time: give `now`")
+    else:
+        send = _sender(target)
+        if now is None:
+            now = fleet_time(target).now
     started = time.monotonic()
     runs = logs = statements = 0
-    if now is None:
-        now = fleet_time(conn).now
     if runs_days is not None:
-        runs, n = _prune(conn, "prune_runs", runs_days, now, batch, pause_s, max_batches)
+        runs, n = _prune(send, "prune_runs", runs_days, now, batch, pause_s, max_batches)
         statements += n
     if logs_days is not None:
-        logs, n = _prune(conn, "prune_logs", logs_days, now, batch, pause_s, max_batches)
+        logs, n = _prune(send, "prune_logs", logs_days, now, batch, pause_s, max_batches)
         statements += n
     return {
         "runs": runs,
@@ -84,3 +93,12 @@ def prune(
         "statements": statements,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def _sender(conn: psycopg.Connection[Any]) -> Send:
+    def send(name: str, params: Mapping[str, Any]) -> int:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(query(name), params)
+            return max(cur.rowcount, 0)
+
+    return send

@@ -28,6 +28,8 @@ from runtime.db import (
     describe_location,
 )
 from runtime.fleet_clock import fleet_time
+from runtime.jsonable import iso_utc
+from runtime.node.settings import DEAD_AFTER_S
 from runtime.queries import query
 from runtime.run_error import error_summary
 from sandbox.layers import EXPOSES
@@ -35,7 +37,6 @@ from sandbox.layers import EXPOSES
 # Windows are in scheduler time (runtime/fleet_clock.py): a fast test clock shortens them.
 WINDOW_S = 600.0  # lag and throughput: the last 10 minutes
 WORST_WINDOW_S = 3600.0  # worst configs: the last hour
-DEAD_AFTER_S = 20.0  # a node is dead after this long without a heartbeat
 STOPPED_SHOWN_S = 900.0  # a stopped node is listed for this long (real seconds), then hidden
 TOP = 5  # configs per "worst" list
 
@@ -80,6 +81,7 @@ class Thresholds:
     failing_after: int = 3
     stuck_run_s: float = 900.0  # a run waiting or in flight this long past its due time
     forget_dead_after_s: float = 3600.0  # a dead node older than this is history, not a problem
+    dead_after_s: float = DEAD_AFTER_S  # as `serve --dead-after`: no heartbeat this long is dead
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -113,7 +115,9 @@ def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-def collect_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+def collect_status(
+    conn: psycopg.Connection[Any], *, dead_after_s: float = DEAD_AFTER_S
+) -> dict[str, Any]:
     """A snapshot of the fleet: database, queue, cadences, nodes, worst and quarantined configs,
     and every config failing since its last success. Short read-only statements; windows are
     measured on the fleet's scheduler clock."""
@@ -130,7 +134,7 @@ def collect_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     queue["oldest_due_age_s"] = max(0.0, (now - oldest).total_seconds()) if oldest else None
     cadences = _rows(conn, "status_cadences", window)
     shown = {**window, "stopped_shown_s": STOPPED_SHOWN_S}
-    nodes = [_node(row) for row in _rows(conn, "status_nodes", shown)]
+    nodes = [_node(row, dead_after_s) for row in _rows(conn, "status_nodes", shown)]
     hidden = _rows(conn, "status_hidden_nodes", shown)[0]["n"]
     worst = _rows(
         conn, "status_worst_configs", {"window_s": WORST_WINDOW_S, "top": TOP, "now": now}
@@ -158,12 +162,12 @@ def collect_status(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     }
 
 
-def _node(row: dict[str, Any]) -> dict[str, Any]:
+def _node(row: dict[str, Any], dead_after_s: float) -> dict[str, Any]:
     stats = row.get("stats") or {}
     age = float(row["heartbeat_age_s"] or 0.0)
     if row["stopped_at"] is not None:
         state = "stopped"
-    elif age > DEAD_AFTER_S:
+    elif age > dead_after_s:
         state = "dead"
     else:
         state = "alive"
@@ -230,7 +234,7 @@ def status_for_url(
         status = unreachable_status(url, str(exc))
     else:
         try:
-            status = collect_status(conn)
+            status = collect_status(conn, dead_after_s=thresholds.dead_after_s)
             status["database"]["connect_ms"] = round(connect_ms, 2)
             status["database"]["location"] = describe_location(url)
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
@@ -527,5 +531,5 @@ def _configs(status: Mapping[str, Any], t: Thresholds) -> list[Problem]:
 
 def _iso(value: Any) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(value.replace(microsecond=0))
     return "?" if value is None else str(value)

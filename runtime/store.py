@@ -18,8 +18,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from runtime.queries import query
-from sandbox.manifest import ConfigField, Manifest, Plugin, parse_manifest, plugin_from_stored
-from sandbox.outcome import OUTCOMES as SANDBOX_OUTCOMES
+from sandbox.manifest import (
+    Cadence,
+    ConfigField,
+    Manifest,
+    Plugin,
+    parse_manifest,
+    plugin_from_stored,
+)
+from sandbox.outcome import Outcome
 
 Conn = psycopg.Connection[Any]
 SECRET_MASK = "***"
@@ -290,15 +297,17 @@ def delete_config(conn: Conn, config_id: int) -> None:
 # -- tasks --------------------------------------------------------------------------------------
 
 
+# In this order: a changed task is updated, not deleted and inserted again.
+SYNC_TASKS_STATEMENTS = ("sync_tasks_delete", "sync_tasks_update", "sync_tasks_insert")
+
+
 def sync_tasks(conn: Conn, config_ids: Sequence[int] | None = None) -> dict[str, int]:
     """Make the `tasks` rows of the given configs (None: all) match their plugin's tasks: delete
     the ones no longer scheduled, update changed schedules (next_slot back to NULL), insert the
     missing ones (next_slot NULL: a scheduler node initialises them). One statement each."""
     params = {"config_ids": list(config_ids) if config_ids is not None else None}
     with conn.transaction():
-        deleted = _count(conn, "sync_tasks_delete", params)
-        updated = _count(conn, "sync_tasks_update", params)
-        inserted = _count(conn, "sync_tasks_insert", params)
+        deleted, updated, inserted = (_count(conn, name, params) for name in SYNC_TASKS_STATEMENTS)
     return {"deleted": deleted, "updated": updated, "inserted": inserted}
 
 
@@ -320,19 +329,9 @@ def trigger(conn: Conn, config_id: int, task: str) -> int:
 # -- runs ---------------------------------------------------------------------------------------
 
 
-# Every outcome a run can be recorded with: the sandbox's, and the scheduler's own ('missed': a
-# slot beyond the catch-up window; 'lost': its node died; 'cancelled': its config was disabled
-# before it started; 'released': given back at shutdown; 'duplicate': another node recorded the
-# slot's success first).
-RUN_OUTCOMES: tuple[str, ...] = (
-    *SANDBOX_OUTCOMES,
-    "missed",
-    "lost",
-    "cancelled",
-    "released",
-    "duplicate",
-)
-CADENCES: tuple[str, ...] = ("minute", "hour", "day", "cron")
+# Every outcome a run can be recorded with, and every cadence (the one vocabulary: sandbox/).
+RUN_OUTCOMES: tuple[str, ...] = tuple(outcome.value for outcome in Outcome)
+CADENCES: tuple[str, ...] = tuple(cadence.value for cadence in Cadence)
 RESULT_PREVIEW_CHARS = 2000
 RUN_LOG_LINES = 1000
 

@@ -1,6 +1,6 @@
 """The supervisor's side of the sandbox: start the fork server, hand it one socket per run, talk
 to each run's child directly on the other end, serve its meta calls, and turn what it said and
-how it ended into one Outcome."""
+how it ended into one RunReport."""
 
 from __future__ import annotations
 
@@ -25,12 +25,11 @@ from sandbox.forkserver import plugin_key
 from sandbox.jail import REFUSE_USERNS_ENV
 from sandbox.manifest import Limits
 from sandbox.outcome import (
-    CRASHED,
     DEFAULT_LIMITS,
-    OUTPUT_LIMIT,
     ErrorInfo,
     LogLine,
     Outcome,
+    RunReport,
     RunRequest,
 )
 from sandbox.protocol import CacheArgs, CallFrame, FetchArgs, FetchResponse, LogFrame, ResultFrame
@@ -57,8 +56,8 @@ class MetaServices(Protocol):
 
 @dataclass
 class _Run:
-    run_id: int
-    future: Future[Outcome]
+    seq: int  # this sandbox's number for the run (not the runtime's run_id)
+    future: Future[RunReport]
     request: RunRequest
     services: MetaServices
     sock: socket.socket
@@ -80,7 +79,7 @@ class _Run:
     closed: bool = False  # no longer read (it hung up, or the run is ending)
     finished: bool = False  # the outcome is set; the socket is shut
     # Set by the parent when what the child sent ends the run: (outcome, why).
-    violation: tuple[str, str] | None = None
+    violation: tuple[Outcome, str] | None = None
 
 
 class Sandbox:
@@ -227,11 +226,13 @@ class Sandbox:
             pass
 
     # -- runs --------------------------------------------------------------------------------
-    def submit(self, request: RunRequest, services: MetaServices | None = None) -> Future[Outcome]:
-        """Start a run; the future resolves to its Outcome."""
+    def submit(
+        self, request: RunRequest, services: MetaServices | None = None
+    ) -> Future[RunReport]:
+        """Start a run; the future resolves to its RunReport."""
         if self._proc is None or self._proc.poll() is not None:
             self.start()
-        future: Future[Outcome] = Future()
+        future: Future[RunReport] = Future()
         plugin = request.plugin
         filename = plugin.manifest.main
         key = plugin_key(plugin.source, filename)
@@ -268,6 +269,13 @@ class Sandbox:
         }
         if request.unrestricted_source is not None:
             start["unrestricted_source"] = request.unrestricted_source
+        try:
+            start_frame = protocol.encode(start)
+        except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
+            future.set_result(
+                _failed(Outcome.CRASHED, "SandboxError", f"the run's data cannot be sent: {exc}")
+            )
+            return future
         ours, theirs = socket.socketpair()
         ours.settimeout(SEND_TIMEOUT_S)
         run = _Run(0, future, request, services or self.services, ours, limits["cpu_s"])
@@ -275,39 +283,50 @@ class Sandbox:
         try:
             with self._lock:
                 self._seq += 1
-                run.run_id = self._seq
+                run.seq = self._seq
                 if key not in self._sent_plugins:
                     spec["source"] = plugin.source
                     self._sent_plugins.add(key)
                 control = self._control
                 if control is None:
                     raise OSError("sandbox closed")
-                self._runs[run.run_id] = run
+                self._runs[run.seq] = run
                 self._new.append(run)
                 socket.send_fds(
                     control,
-                    [protocol.encode({"t": "run", "id": run.run_id, "spec": spec})],
+                    [protocol.encode({"t": "run", "id": run.seq, "spec": spec})],
                     [theirs.fileno()],
                 )
         except OSError as exc:
             with self._lock:
-                self._runs.pop(run.run_id, None)
+                self._runs.pop(run.seq, None)
                 self._new = [r for r in self._new if r is not run]
             ours.close()
-            future.set_result(_failed(CRASHED, "SandboxError", f"fork server unreachable: {exc}"))
+            future.set_result(
+                _failed(Outcome.CRASHED, "SandboxError", f"fork server unreachable: {exc}")
+            )
             return future
         finally:
             theirs.close()
         self._wake()
-        try:
-            # The child reads this after entering the jail (it may block until then).
-            with run.send_lock:
-                protocol.send(ours, start)
-        except OSError:
-            pass  # the child died first: the fork server's exit report says how
+        # The child reads its start after entering the jail: a send larger than the socket's
+        # buffer waits until then. A worker does it, so that the caller (a node's dispatcher
+        # thread) never blocks on a child.
+        self._meta_pool.submit(self._send_start, run, start_frame)
         return future
 
-    def run(self, request: RunRequest, services: MetaServices | None = None) -> Outcome:
+    @staticmethod
+    def _send_start(run: _Run, data: bytes) -> None:
+        with run.send_lock:
+            if not run.finished:
+                try:
+                    run.sock.sendall(data)
+                except OSError:
+                    pass  # the child died first: the fork server's exit report says how
+            if run.finished:  # it ended while we sent: _shut left the closing to us
+                run.sock.close()
+
+    def run(self, request: RunRequest, services: MetaServices | None = None) -> RunReport:
         """Run one task in a fresh jailed child and wait for its outcome."""
         return self.submit(request, services).result()
 
@@ -359,7 +378,7 @@ class Sandbox:
             self._shut(run)
             if not run.future.done():
                 run.future.set_result(
-                    _failed(CRASHED, "SandboxError", "the sandbox fork server died")
+                    _failed(Outcome.CRASHED, "SandboxError", "the sandbox fork server died")
                 )
 
     def _grace_timeout(self) -> float | None:
@@ -393,7 +412,9 @@ class Sandbox:
             data = b""
         if not data:
             if run.reader.pending and run.violation is None:
-                self._end_run(run, CRASHED, "malformed frame from the child: it hung up mid-frame")
+                self._end_run(
+                    run, Outcome.CRASHED, "malformed frame from the child: it hung up mid-frame"
+                )
             self._close_run_socket(run, selector)
             return
         if run.violation is not None:
@@ -401,7 +422,9 @@ class Sandbox:
         run.received += len(data)
         if run.received > limits.MAX_RUN_RECEIVED_BYTES:
             self._end_run(
-                run, OUTPUT_LIMIT, f"sent more than {limits.MAX_RUN_RECEIVED_BYTES} bytes; killed"
+                run,
+                Outcome.OUTPUT_LIMIT,
+                f"sent more than {limits.MAX_RUN_RECEIVED_BYTES} bytes; killed",
             )
             self._close_run_socket(run, selector)
             return
@@ -411,13 +434,13 @@ class Sandbox:
                 if run.violation is not None:
                     break
         except protocol.FrameTooLarge as exc:
-            self._end_run(run, OUTPUT_LIMIT, f"{exc}; killed")
+            self._end_run(run, Outcome.OUTPUT_LIMIT, f"{exc}; killed")
         except protocol.ProtocolError as exc:
-            self._end_run(run, CRASHED, f"malformed frame from the child: {exc}; killed")
+            self._end_run(run, Outcome.CRASHED, f"malformed frame from the child: {exc}; killed")
         except Exception as exc:  # MemoryError, RecursionError, anything: this run only
             self._end_run(
                 run,
-                CRASHED,
+                Outcome.CRASHED,
                 f"{type(exc).__name__} while reading a frame from the child: {exc}"[:500],
             )
         if run.violation is not None:
@@ -432,7 +455,7 @@ class Sandbox:
             if len(run.logs) >= limits.MAX_LOG_LINES or run.log_bytes > limits.MAX_LOG_BYTES:
                 self._end_run(
                     run,
-                    OUTPUT_LIMIT,
+                    Outcome.OUTPUT_LIMIT,
                     f"more than {limits.MAX_LOG_LINES} log lines or {limits.MAX_LOG_BYTES} bytes",
                 )
                 return
@@ -440,7 +463,9 @@ class Sandbox:
         elif isinstance(frame, CallFrame):
             run.calls += 1
             if run.calls > limits.MAX_CALLS_PER_RUN:
-                self._end_run(run, OUTPUT_LIMIT, f"more than {limits.MAX_CALLS_PER_RUN} meta calls")
+                self._end_run(
+                    run, Outcome.OUTPUT_LIMIT, f"more than {limits.MAX_CALLS_PER_RUN} meta calls"
+                )
                 return
             with run.count_lock:
                 if run.in_flight >= limits.MAX_CALLS_IN_FLIGHT_PER_RUN:
@@ -457,15 +482,15 @@ class Sandbox:
         else:
             problem = frame.over_cap()
             if problem:
-                self._end_run(run, OUTPUT_LIMIT, problem)
+                self._end_run(run, Outcome.OUTPUT_LIMIT, problem)
                 return
             run.result = frame
 
-    def _end_run(self, run: _Run, outcome: str, why: str) -> None:
+    def _end_run(self, run: _Run, outcome: Outcome, why: str) -> None:
         """What the child sent ends its run: kill it, keep the first reason."""
         if run.violation is None:
             run.violation = (outcome, why)
-            self._send_control({"t": "kill", "id": run.run_id, "reason": outcome})
+            self._send_control({"t": "kill", "id": run.seq, "reason": outcome})
 
     def _close_run_socket(self, run: _Run, selector: selectors.BaseSelector) -> None:
         if not run.closed:
@@ -511,15 +536,17 @@ class Sandbox:
                 )
             ]
             for run in done:
-                del self._runs[run.run_id]
+                del self._runs[run.seq]
         for run in done:
             self._close_run_socket(run, selector)
             self._shut(run)
             try:
                 outcome = _compose(run)
             except Exception as exc:  # never leave a caller waiting for ever
-                log.exception("could not compose the outcome of run %s", run.run_id)
-                outcome = _failed(CRASHED, "Crashed", f"the run's end could not be read: {exc}")
+                log.exception("could not compose the outcome of run %s", run.seq)
+                outcome = _failed(
+                    Outcome.CRASHED, "Crashed", f"the run's end could not be read: {exc}"
+                )
             outcome.layers = dict(self.layers)
             if not run.future.done():
                 run.future.set_result(outcome)
@@ -609,8 +636,8 @@ def _err(kind: str, message: str) -> ErrorInfo:
     return ErrorInfo(type=kind, message=message)
 
 
-def _failed(outcome: str, kind: str, message: str) -> Outcome:
-    return Outcome(outcome=outcome, error=_err(kind, message))
+def _failed(outcome: Outcome, kind: str, message: str) -> RunReport:
+    return RunReport(outcome=outcome, error=_err(kind, message))
 
 
 _LIMIT_NAMES = {
@@ -633,11 +660,11 @@ def _number(info: dict[str, Any], name: str) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def _compose(run: _Run) -> Outcome:
+def _compose(run: _Run) -> RunReport:
     """One outcome from what the child said and how the fork server saw it end."""
     exit_info = run.exit or {}
-    out = Outcome(
-        outcome=CRASHED,
+    out = RunReport(
+        outcome=Outcome.CRASHED,
         logs=run.logs,
         fetch_calls=run.fetch_calls,
         duration_ms=_number(exit_info, "duration_ms"),
@@ -645,13 +672,15 @@ def _compose(run: _Run) -> Outcome:
         max_rss_kb=int(_number(exit_info, "max_rss_kb")),
     )
     if "bad_plugin" in exit_info:
-        out.outcome, out.error = "bad_plugin", _err("PluginCodeError", str(exit_info["bad_plugin"]))
+        out.outcome = Outcome.BAD_PLUGIN
+        out.error = _err("PluginCodeError", str(exit_info["bad_plugin"]))
         return out
     if "failed" in exit_info:
         out.error = _err("SandboxError", str(exit_info["failed"]))
         return out
     if "refused" in exit_info:
-        out.outcome, out.error = "bad_plugin", _err("SecurityError", str(exit_info["refused"]))
+        out.outcome = Outcome.BAD_PLUGIN
+        out.error = _err("SecurityError", str(exit_info["refused"]))
         return out
     status = int(_number(exit_info, "status"))
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
@@ -659,20 +688,22 @@ def _compose(run: _Run) -> Outcome:
     killed_for = exit_info.get("killed_for")
     res = run.result
     if killed_for == "timeout":
-        out.outcome = "timeout"
+        out.outcome = Outcome.TIMEOUT
         out.error = _err(
             "Timeout", f"wall time above {_number(exit_info, 'timeout_s'):g} s; killed"
         )
     elif run.violation is not None:
         out.outcome, why = run.violation
-        out.error = _err("OutputLimit" if out.outcome == OUTPUT_LIMIT else "ProtocolError", why)
+        out.error = _err(
+            "OutputLimit" if out.outcome == Outcome.OUTPUT_LIMIT else "ProtocolError", why
+        )
     elif sig == signal.SIGXCPU or (
         sig == signal.SIGKILL and out.cpu_ms >= run.cpu_s * 1000.0 * 0.95
     ):
-        out.outcome = "cpu_limit"
+        out.outcome = Outcome.CPU_LIMIT
         out.error = _err("CpuLimit", f"CPU time above {run.cpu_s:g} s; killed")
     elif res is not None:
-        out.outcome = res.status
+        out.outcome = Outcome(res.status)
         if res.status == "ok":
             out.result = res.result
             out.storage_writes = dict(res.writes)
@@ -693,7 +724,7 @@ def _compose(run: _Run) -> Outcome:
     return out
 
 
-def run_once(request: RunRequest, services: MetaServices | None = None, **kwargs: Any) -> Outcome:
+def run_once(request: RunRequest, services: MetaServices | None = None, **kwargs: Any) -> RunReport:
     """Start a sandbox, run one task, stop it. For `plugin-runtime run` and tests."""
     with Sandbox(services=services, **kwargs) as sandbox:
         return sandbox.run(request)

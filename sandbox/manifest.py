@@ -10,19 +10,36 @@ import difflib
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from croniter import croniter
+from sandbox.cron import CronError, check_cron
+
+
+class Cadence(StrEnum):
+    """How a task is scheduled: the one vocabulary of manifests, the scheduler and the database
+    (a CHECK constraint holds `tasks.cadence` to these values)."""
+
+    MINUTE = "minute"  # coalesces, never retried
+    HOUR = "hour"
+    DAY = "day"
+    CRON = "cron"  # a schedule the plugin declares
+
+    @property
+    def retries(self) -> bool:
+        """Never skips a slot within its catch-up window; failed slots are retried."""
+        return self is not Cadence.MINUTE
+
 
 # The three fixed cadences, by both spellings a plugin may use, and their cron expression.
-CADENCE_FUNCTIONS: dict[str, tuple[str, str]] = {
-    "run_every_minute": ("minute", "* * * * *"),
-    "runEveryMinute": ("minute", "* * * * *"),
-    "run_every_hour": ("hour", "0 * * * *"),
-    "runEveryHour": ("hour", "0 * * * *"),
-    "run_every_day": ("day", "0 0 * * *"),
-    "runEveryDay": ("day", "0 0 * * *"),
+CADENCE_FUNCTIONS: dict[str, tuple[Cadence, str]] = {
+    "run_every_minute": (Cadence.MINUTE, "* * * * *"),
+    "runEveryMinute": (Cadence.MINUTE, "* * * * *"),
+    "run_every_hour": (Cadence.HOUR, "0 * * * *"),
+    "runEveryHour": (Cadence.HOUR, "0 * * * *"),
+    "run_every_day": (Cadence.DAY, "0 0 * * *"),
+    "runEveryDay": (Cadence.DAY, "0 0 * * *"),
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -71,7 +88,7 @@ class ScheduledTask:
     """One scheduled function of a plugin: its name, cadence and cron expression."""
 
     name: str
-    cadence: str  # "minute", "hour", "day" or "cron"
+    cadence: Cadence
     cron: str
 
 
@@ -118,15 +135,10 @@ def _number(value: Any, field_name: str, *, integer: bool = False) -> float | in
 
 
 def validate_cron(expression: Any, field_name: str) -> str:
-    if not isinstance(expression, str):
-        raise _fail(field_name, "must be a cron expression string")
-    if len(expression.split()) != 5:
-        raise _fail(
-            field_name, f"'{expression}' must have exactly 5 fields (minute hour day month weekday)"
-        )
-    if not croniter.is_valid(expression):
-        raise _fail(field_name, f"'{expression}' is not a valid cron expression")
-    return expression
+    try:
+        return check_cron(expression)
+    except CronError as exc:
+        raise _fail(field_name, str(exc)) from None
 
 
 def parse_manifest(data: Any) -> Manifest:
@@ -281,7 +293,7 @@ def scheduled_tasks(manifest: Manifest, source: str) -> dict[str, ScheduledTask]
     for fn, cron in manifest.schedules.items():
         if fn not in functions:
             raise _fail(f"schedules.{fn}", f"no function '{fn}' is defined in {manifest.main}")
-        tasks[fn] = ScheduledTask(fn, "cron", cron)
+        tasks[fn] = ScheduledTask(fn, Cadence.CRON, cron)
     return tasks
 
 

@@ -3,19 +3,66 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from sandbox.manifest import Limits, Plugin
 
-OK = "ok"
-ERROR = "error"
-TIMEOUT = "timeout"
-CPU_LIMIT = "cpu_limit"
-MEMORY_LIMIT = "memory_limit"
-OUTPUT_LIMIT = "output_limit"
-CRASHED = "crashed"
-BAD_PLUGIN = "bad_plugin"
-OUTCOMES = (OK, ERROR, TIMEOUT, CPU_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, CRASHED, BAD_PLUGIN)
+
+class Outcome(StrEnum):
+    """How a run ended: the one vocabulary of the sandbox, the runtime, the database (a CHECK
+    constraint holds `runs.outcome` to these values) and every command."""
+
+    # What the sandbox reports.
+    OK = "ok"
+    ERROR = "error"  # the plugin raised
+    TIMEOUT = "timeout"
+    CPU_LIMIT = "cpu_limit"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    CRASHED = "crashed"
+    BAD_PLUGIN = "bad_plugin"
+    # What the runtime's bookkeeping records for runs that did not end in the sandbox.
+    MISSED = "missed"  # slot older than the catch-up window, never run
+    LOST = "lost"  # its node died while it was claimed
+    CANCELLED = "cancelled"  # its config was disabled before it started
+    RELEASED = "released"  # given back unstarted (shutdown, plugin that cannot be loaded)
+    DUPLICATE = "duplicate"  # a second success for a slot that already had one
+
+    @property
+    def failed(self) -> bool:
+        """Counts against the config (failure streaks, quarantine, `failed` in status)."""
+        return self in FAILURES
+
+    @property
+    def killed(self) -> bool:
+        """Ended by a limit of the sandbox."""
+        return self in KILLS
+
+
+# What a sandbox run can end in (`plugin-runtime run`, the pytest kit).
+SANDBOX_OUTCOMES = (
+    Outcome.OK,
+    Outcome.ERROR,
+    Outcome.TIMEOUT,
+    Outcome.CPU_LIMIT,
+    Outcome.MEMORY_LIMIT,
+    Outcome.OUTPUT_LIMIT,
+    Outcome.CRASHED,
+    Outcome.BAD_PLUGIN,
+)
+KILLS = frozenset(
+    {
+        Outcome.TIMEOUT,
+        Outcome.CPU_LIMIT,
+        Outcome.MEMORY_LIMIT,
+        Outcome.OUTPUT_LIMIT,
+        Outcome.CRASHED,
+    }
+)
+# A run of the plugin that did not succeed: every sandbox outcome but ok. Bookkeeping outcomes
+# (missed, lost, cancelled, released, duplicate) are not the plugin's failures.
+FAILURES = frozenset(SANDBOX_OUTCOMES) - {Outcome.OK}
 
 # Defaults and operator caps (docs/scheduling.md, "Limits of a run"): a plugin may ask for less, or more up to the caps.
 DEFAULT_LIMITS = Limits(timeout_s=30.0, cpu_s=30.0, memory_mb=256)
@@ -92,8 +139,10 @@ class ErrorInfo:
 
 
 @dataclass
-class Outcome:
-    outcome: str
+class RunReport:
+    """Everything the sandbox reports of one run."""
+
+    outcome: Outcome
     duration_ms: float = 0.0
     logs: list[LogLine] = field(default_factory=list)
     error: ErrorInfo | None = None
@@ -109,7 +158,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == OK
+        return self.outcome == Outcome.OK
 
     def apply_to(self, storage: dict[str, Any]) -> dict[str, Any]:
         """Storage after this run: its writes on success, unchanged otherwise."""

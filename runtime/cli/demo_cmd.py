@@ -12,7 +12,7 @@ from runtime.cli import main
 from runtime.cli.db_cmds import cli_errors, database_url_option, open_database
 from runtime.db import resolve_database_url
 from runtime.logs import setup_logging
-from runtime.supervisor import Settings, Supervisor
+from runtime.node import Node, NodeSettings
 from sandbox.manifest import load_plugin
 
 # The healthy examples, and one faulty plugin to show that it harms no one else.
@@ -55,6 +55,6 @@ def demo_command(database_url: str | None, examples_dir: Path | None) -> None:
         "serving: each example ran once now; minute tasks run every minute from here on. "
         "Ctrl-C stops."
     )
-    supervisor = Supervisor(url, Settings(concurrency=8))
-    supervisor.install_signal_handlers()
-    supervisor.run()
+    node = Node(url, NodeSettings(concurrency=8))
+    node.install_signal_handlers()
+    node.run()

@@ -31,20 +31,31 @@ from runtime.cli.db_cmds import (
     print_table,
 )
 from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, resolve_database_url
+from runtime.node.settings import DEAD_AFTER_S
 from runtime.queries import query
 from runtime.run_error import error_summary
 from runtime.status import (
     CHECKS,
     STOPPED_SHOWN_S,
     Problem,
+    Thresholds,
     status_for_url,
     unreachable_status,
 )
 
 STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan"}
 
+dead_after_option = click.option(
+    "--dead-after",
+    type=float,
+    default=DEAD_AFTER_S,
+    show_default=True,
+    metavar="S",
+    help="Real seconds without a heartbeat after which a node is dead (as `serve --dead-after`).",
+)
 
-def _snapshot(database_url: str | None) -> dict[str, Any]:
+
+def _snapshot(database_url: str | None, dead_after_s: float = DEAD_AFTER_S) -> dict[str, Any]:
     try:
         url = resolve_database_url(database_url)
     except InvalidDatabaseUrl as exc:
@@ -58,7 +69,7 @@ def _snapshot(database_url: str | None) -> dict[str, Any]:
         ]
         status["healthy"] = False
         return status
-    return status_for_url(url)
+    return status_for_url(url, thresholds=Thresholds(dead_after_s=dead_after_s))
 
 
 def _exit_code(status: Mapping[str, Any]) -> int:
@@ -82,11 +93,12 @@ def _when(value: Any) -> str:
 
 @main.command("status", cls=OneLineErrorCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@dead_after_option
 @database_url_option
-def status_cmd(as_json: bool, database_url: str | None) -> None:
+def status_cmd(as_json: bool, dead_after: float, database_url: str | None) -> None:
     """The fleet at a glance: database, queue, lag per cadence, nodes, worst configs,
     quarantined configs, problems. Exit 0 healthy, 1 a problem, 3 database unreachable."""
-    status = _snapshot(database_url)
+    status = _snapshot(database_url, dead_after)
     if as_json:
         print_json(status)
     else:
@@ -264,12 +276,13 @@ def _print_commands(p: Mapping[str, str]) -> None:
 
 
 @main.command("doctor", cls=OneLineErrorCommand)
+@dead_after_option
 @database_url_option
-def doctor_cmd(database_url: str | None) -> None:
+def doctor_cmd(dead_after: float, database_url: str | None) -> None:
     """Walk the runbook's checks in order: database, nodes, sandbox layers, lag per cadence,
     missed slots, failing and quarantined configs. Each says OK, or what is wrong and the exact
     command that acts on it. Exit 0 all OK, 1 a problem, 3 database unreachable."""
-    status = _snapshot(database_url)
+    status = _snapshot(database_url, dead_after)
     console = _console()
     reachable = bool(status["database"].get("reachable"))
     by_check: dict[str, list[Mapping[str, str]]] = {}

@@ -38,9 +38,9 @@ from sandbox import (
     DEFAULT_LIMITS,
     Limits,
     ManifestError,
-    Outcome,
     Plugin,
     RunInfo,
+    RunReport,
     RunRequest,
     Sandbox,
     SandboxError,
@@ -200,7 +200,7 @@ class Jail:
 
 def execute(
     request: RunRequest, allow_private: bool, allow_networks: Sequence[IPNetwork] = ()
-) -> tuple[Outcome, Jail]:
+) -> tuple[RunReport, Jail]:
     """Run the request in a fresh sandbox; the outcome, and the jail it ran in."""
     services = LocalServices(allow_private=allow_private, allow_networks=allow_networks)
     with Sandbox(services=services) as sandbox:
@@ -255,7 +255,7 @@ class Redactor:
 def report_json(
     plugin: Plugin,
     task: str,
-    outcome: Outcome,
+    outcome: RunReport,
     storage: Mapping[str, Any],
     jail: Jail,
     limits: Limits,

@@ -11,8 +11,8 @@ from runtime.cli.db_cmds import EXIT_BAD_INPUT, database_url_option, fail
 from runtime.clock import Clock, parse_time
 from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, resolve_database_url
 from runtime.logs import setup_logging
+from runtime.node import DEAD_AFTER_S, Node, NodeSettings
 from runtime.schedule import ScheduleError, SchedulePolicy
-from runtime.supervisor import Settings, Supervisor
 from sandbox import Limits
 from sandbox.layers import EXPOSES, parse_layer_list
 from sandbox.services import parse_networks
@@ -105,7 +105,7 @@ CAPABILITIES = ("scheduledTasks",)
 @click.option(
     "--dead-after",
     type=float,
-    default=20.0,
+    default=DEAD_AFTER_S,
     show_default=True,
     help="Real seconds without a heartbeat after which a node's runs are released.",
 )
@@ -218,7 +218,7 @@ def serve_command(
         )
     except ScheduleError as exc:
         fail(str(exc), EXIT_BAD_INPUT)
-    settings = Settings(
+    settings = NodeSettings(
         concurrency=concurrency,
         capabilities=tuple(caps),
         quarantine_after=quarantine_after,
@@ -238,10 +238,10 @@ def serve_command(
         url = resolve_database_url(database_url)
     except (DatabaseUnavailable, InvalidDatabaseUrl) as exc:
         fail(str(exc), 3)
-    supervisor = Supervisor(url, settings, clock)
+    node = Node(url, settings, clock)
     if required:
-        _require_layers(supervisor, required)
-    supervisor.install_signal_handlers()
+        _require_layers(node, required)
+    node.install_signal_handlers()
     if jump_on_sigusr1:
         import signal
         from datetime import timedelta
@@ -250,13 +250,13 @@ def serve_command(
     if http_addr:
         from runtime.http import serve_http
 
-        serve_http(http_addr, supervisor)
-    supervisor.run()
+        serve_http(http_addr, node)
+    node.run()
 
 
-def _require_layers(supervisor: Supervisor, required: list[str]) -> None:
+def _require_layers(node: Node, required: list[str]) -> None:
     """Start the sandbox now and refuse to serve (exit 2) if it lacks a required layer."""
-    sandbox = supervisor.sandbox
+    sandbox = node.sandbox
     sandbox.start()
     missing = [name for name in required if not sandbox.layers.get(name)]
     if missing:

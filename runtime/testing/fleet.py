@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime import store
-from runtime.clock import iso
 from runtime.db import connect
+from runtime.jsonable import iso_utc
 from runtime.migrate import migrate
 from sandbox.manifest import load_plugin
 
@@ -198,7 +198,7 @@ class Fleet:
                 "--time-scale",
                 str(self.time_scale),
                 "--start-time",
-                str(iso(self.start_time)),
+                iso_utc(self.start_time),
                 "--clock-origin",
                 repr(self._origin_unix),
             ]

@@ -32,9 +32,9 @@ from sandbox import (
     ErrorInfo,
     Limits,
     LogLine,
-    Outcome,
     Plugin,
     RunInfo,
+    RunReport,
     RunRequest,
     Sandbox,
     load_plugin,
@@ -168,7 +168,7 @@ class PluginResult:
     fetch_calls: list[dict[str, Any]]
     duration_ms: float
     layers: dict[str, bool]
-    raw: Outcome = field(repr=False)
+    raw: RunReport = field(repr=False)
 
     @property
     def ok(self) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 import pytest
 
-from sandbox import Outcome, Plugin, RunRequest, Sandbox, load_plugin
+from sandbox import Plugin, RunReport, RunRequest, Sandbox, load_plugin
 from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN, host_layers, host_posture
 from sandbox.layers import ROOT, UNPRIVILEGED, USERNS
 from sandbox.manifest import Limits
@@ -97,7 +97,7 @@ def attack(
     *,
     limits: Limits = LIMITS,
     config: dict[str, Any] | None = None,
-) -> Outcome:
+) -> RunReport:
     """Run `body` (which defines run_every_minute(meta)) as plain Python in the jail."""
     source = PRELUDE + textwrap.dedent(body)
     request = RunRequest(
@@ -110,7 +110,7 @@ def attack(
     return sb.run(request)
 
 
-def results(outcome: Outcome) -> dict[str, Any]:
+def results(outcome: RunReport) -> dict[str, Any]:
     assert outcome.outcome == "ok", (outcome.outcome, outcome.error)
     assert isinstance(outcome.result, dict)
     return outcome.result

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Outcome, RunRequest, Sandbox, load_plugin
+from sandbox import RunReport, RunRequest, Sandbox, load_plugin
 from sandbox.manifest import Limits
 
 LIMITS = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=256)
 
 
-def run_plugin(sb: Sandbox, directory: Path, source: str, **manifest: object) -> Outcome:
+def run_plugin(sb: Sandbox, directory: Path, source: str, **manifest: object) -> RunReport:
     directory.mkdir(parents=True, exist_ok=True)
     data = {"name": "attacker", "version": "1.0.0", "main": "main.py", **manifest}
     (directory / "plugin.json").write_text(json.dumps(data))

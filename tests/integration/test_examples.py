@@ -11,7 +11,7 @@ import pytest
 from items_api import TOTAL_ITEMS, items_api
 
 from runtime.store import validate_settings
-from sandbox import Outcome, Plugin, RunInfo, RunRequest, Sandbox, load_plugin, resolve_limits
+from sandbox import Plugin, RunInfo, RunReport, RunRequest, Sandbox, load_plugin, resolve_limits
 from sandbox.services import LocalServices
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -31,7 +31,7 @@ def run(
     config: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
     run_info: RunInfo | None = None,
-) -> Outcome:
+) -> RunReport:
     request = RunRequest(
         plugin=plugin,
         task=task,
@@ -43,7 +43,7 @@ def run(
     return sandbox.run(request)
 
 
-def assert_ok(outcome: Outcome) -> None:
+def assert_ok(outcome: RunReport) -> None:
     assert outcome.outcome == "ok", outcome.error
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandbox import Outcome, RunRequest, Sandbox, load_plugin, resolve_limits
+from sandbox import RunReport, RunRequest, Sandbox, load_plugin, resolve_limits
 from sandbox.jail import UID_BASE
 
 FAULTY = Path(__file__).resolve().parents[2] / "examples" / "faulty"
@@ -26,11 +26,11 @@ QUICK_S = 2.0  # runs stopped by a guard, not a clock limit
 class Expected:
     outcome: str
     within_s: str | float  # a number, or the name of the plugin limit that bounds the run
-    check: Callable[[Outcome], None] = lambda outcome: None
+    check: Callable[[RunReport], None] = lambda outcome: None
 
 
-def _error_type(kind: str, *, in_message: str = "") -> Callable[[Outcome], None]:
-    def check(outcome: Outcome) -> None:
+def _error_type(kind: str, *, in_message: str = "") -> Callable[[RunReport], None]:
+    def check(outcome: RunReport) -> None:
         assert outcome.error is not None
         assert outcome.error.type == kind, outcome.error
         assert in_message in outcome.error.message
@@ -38,7 +38,7 @@ def _error_type(kind: str, *, in_message: str = "") -> Callable[[Outcome], None]
     return check
 
 
-def _plugin_traceback(outcome: Outcome) -> None:
+def _plugin_traceback(outcome: RunReport) -> None:
     assert outcome.error is not None and outcome.error.type == "ValueError"
     assert outcome.error.traceback == [
         'File "main.py", line 8, in run_every_minute: return parse_amount("twelve")',
@@ -48,18 +48,18 @@ def _plugin_traceback(outcome: Outcome) -> None:
     assert outcome.storage_writes == {}  # the write before the exception is dropped
 
 
-def _recursion(outcome: Outcome) -> None:
+def _recursion(outcome: RunReport) -> None:
     assert outcome.error is not None and outcome.error.type == "RecursionError"
     assert outcome.error.traceback, "the plugin's own frames are reported"
     assert all("line 2, in down" in line for line in outcome.error.traceback)
 
 
-def _flood(outcome: Outcome) -> None:
+def _flood(outcome: RunReport) -> None:
     assert outcome.error is not None and outcome.error.type == "OutputLimit"
     assert 0 < len(outcome.logs) <= 1000
 
 
-def _loop(outcome: Outcome) -> None:
+def _loop(outcome: RunReport) -> None:
     assert outcome.error is not None and outcome.error.type == "Timeout"
     assert [line.message for line in outcome.logs] == ["about to loop forever"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import Outcome, Plugin, RunInfo, RunRequest, Sandbox, limits, load_plugin
+from sandbox import Plugin, RunInfo, RunReport, RunRequest, Sandbox, limits, load_plugin
 from sandbox.manifest import Limits
 from sandbox.protocol import CacheArgs, FetchArgs, FetchResponse
 
@@ -50,7 +50,7 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Plugin:
     return load_plugin(directory)
 
 
-def hostile(sb: Sandbox, plugin: Plugin, body: str, **kwargs: Any) -> Outcome:
+def hostile(sb: Sandbox, plugin: Plugin, body: str, **kwargs: Any) -> RunReport:
     request = RunRequest(
         plugin=plugin,
         task="run_every_minute",

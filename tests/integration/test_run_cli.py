@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from items_api import items_api
 
-from sandbox import OUTCOMES
+from sandbox import SANDBOX_OUTCOMES
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -251,5 +251,5 @@ def test_runs_from_any_directory_with_a_copied_plugin(tmp_path: Path) -> None:
     result = run_cli("cc", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["outcome"] in OUTCOMES and data["outcome"] == "ok"
+    assert data["outcome"] in SANDBOX_OUTCOMES and data["outcome"] == "ok"
     assert data["result"] == {"seen": 1, "task": "runEveryMinute"}

@@ -20,7 +20,9 @@ SELECT t.id, t.config_id, t.name, t.cadence, t.cron, t.offset_s, t.next_slot, t.
   JOIN plugin_runtime.plugin_configs c ON c.id = t.config_id
   JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
  WHERE t.active_run_id IS NULL
-   AND (t.next_due_at <= %(horizon)s OR t.next_slot IS NULL)
+   -- A task not initialised yet is looked at at once (its next_due_at is the database's time of
+   -- its insert, not the scheduler's), unless deciding it failed (attempt 0): then it waits.
+   AND (t.next_due_at <= %(horizon)s OR (t.next_slot IS NULL AND t.attempt > 0))
    AND c.enabled
    AND c.quarantined_at IS NULL
  -- Hourly, daily and cron slots first: when a node cannot take everything that is due, minute
@@ -31,15 +33,11 @@ SELECT t.id, t.config_id, t.name, t.cadence, t.cron, t.offset_s, t.next_slot, t.
 
 -- name: record_claims
 -- For every task looked at in this tick: move its pointer; for those that run, insert the run
--- already claimed by this node and mark it active on the task; record missed slots. Returns the
--- claimed runs with their config's storage snapshot.
+-- already claimed by this node and mark it active on the task; record missed slots, and the
+-- failure of a task whose decision failed (its `error`). Returns the claimed runs with their
+-- config's storage snapshot. The column list is runtime/node/records.py's `Claim`.
 WITH d AS (
-    SELECT *
-      FROM jsonb_to_recordset(%(decisions)s::jsonb) AS d(
-               task_id bigint, run_slot timestamptz, attempt integer, backfilled boolean,
-               due_at timestamptz, next_slot timestamptz, next_due_at timestamptz,
-               coalesced integer, missed_count integer, missed_slots timestamptz[],
-               offset_s double precision)
+    SELECT * FROM jsonb_to_recordset(%(claims)s::jsonb) AS d(/*columns:Claim*/)
 ),
 ins AS (
     INSERT INTO plugin_runtime.runs
@@ -71,6 +69,14 @@ missed AS (
       FROM d
       JOIN plugin_runtime.tasks t ON t.id = d.task_id
      CROSS JOIN LATERAL unnest(d.missed_slots) AS m(slot)
+),
+failed AS (
+    INSERT INTO plugin_runtime.runs
+           (task_id, config_id, task, slot, attempt, state, outcome, node, due_at, finished_at, error)
+    SELECT d.task_id, t.config_id, t.name, COALESCE(d.next_slot, %(now)s), d.attempt, 'done',
+           'error', %(node)s, %(now)s, %(now)s, d.error
+      FROM d JOIN plugin_runtime.tasks t ON t.id = d.task_id
+     WHERE d.error IS NOT NULL
 )
 SELECT ins.id, ins.task_id, ins.config_id,
        COALESCE((SELECT jsonb_object_agg(s.key, s.value)
@@ -109,12 +115,9 @@ SELECT cl.id, cl.task_id, cl.config_id, cl.task, cl.slot, cl.attempt,
 -- storage writes are applied in this same statement, only for runs that succeeded, so a failed,
 -- killed or discarded run leaves storage as it was. Pointer moves apply only while the task
 -- still names this run as active. Storage upserts/deletes arrive merged per (config, key).
+-- Column lists: runtime/node/records.py's `Completion`, `StorageWrite`, `StorageDelete`.
 WITH r AS (
-    SELECT *
-      FROM jsonb_to_recordset(%(runs)s::jsonb) AS r(
-               run_id bigint, node text, outcome text, started_at timestamptz,
-               finished_at timestamptz, duration_ms double precision, error jsonb, result jsonb,
-               logs jsonb, next_slot timestamptz, next_due_at timestamptz, attempt integer)
+    SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb) AS r(/*columns:Completion*/)
 ),
 done AS (
     UPDATE plugin_runtime.runs x
@@ -151,7 +154,7 @@ ok_configs AS (
 upserted AS (
     INSERT INTO plugin_runtime.storage (config_id, key, value, updated_at)
     SELECT w.config_id, w.key, w.value, now()
-      FROM jsonb_to_recordset(%(writes)s::jsonb) AS w(run_id bigint, config_id bigint, key text, value jsonb)
+      FROM jsonb_to_recordset(%(writes)s::jsonb) AS w(/*columns:StorageWrite*/)
       JOIN done ON done.id = w.run_id AND done.outcome = 'ok'
       -- a config deleted while its run was in flight has no storage to write to
       JOIN plugin_runtime.plugin_configs c ON c.id = w.config_id
@@ -159,7 +162,7 @@ upserted AS (
 ),
 deleted AS (
     DELETE FROM plugin_runtime.storage s
-     USING jsonb_to_recordset(%(deletes)s::jsonb) AS dl(run_id bigint, config_id bigint, key text),
+     USING jsonb_to_recordset(%(deletes)s::jsonb) AS dl(/*columns:StorageDelete*/),
            done
      WHERE done.id = dl.run_id AND done.outcome = 'ok'
        AND s.config_id = dl.config_id AND s.key = dl.key
@@ -175,7 +178,8 @@ streaks AS (
     -- Consecutive failures per config in this batch, in run order, for quarantine.
     SELECT done.config_id,
            bool_or(done.outcome IN ('ok')) AS any_ok,
-           count(*) FILTER (WHERE done.outcome NOT IN ('ok', 'duplicate', 'lost', 'released')
+           -- the plugin's failures (sandbox/outcome.py FAILURES), not the bookkeeping outcomes
+           count(*) FILTER (WHERE done.outcome IN (/*outcomes:FAILURES*/)
                               AND done.id > COALESCE((SELECT max(o.id) FROM done o
                                                         WHERE o.config_id = done.config_id
                                                           AND o.outcome = 'ok'), 0)) AS failures,

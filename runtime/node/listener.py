@@ -1,6 +1,7 @@
-"""Reload without restart: LISTEN for changes to plugins and configs (a trigger NOTIFYs on every
-insert, update or delete, including an UPDATE typed by hand in psql) and for manual triggers.
-The supervisor also reconciles periodically, in case a notification is lost while disconnected."""
+"""LISTEN for changes to plugins and configs (a trigger NOTIFYs on every insert, update or
+delete, including an UPDATE typed by hand in psql) and for manual triggers, on a connection and
+a thread of its own. It only hands what it hears over (`drain`); the reload duty acts on it.
+The node also reconciles periodically, in case a notification is lost while disconnected."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import psycopg
 
 from runtime.db import DatabaseUnavailable, connect
 
-log = logging.getLogger("plugin_runtime.reload")
+log = logging.getLogger("plugin_runtime.node.listener")
 
 CHANNELS = ("plugin_runtime_changes", "plugin_runtime_trigger")
 

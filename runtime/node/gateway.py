@@ -1,0 +1,351 @@
+"""The node's one way to the database.
+
+Every statement a node sends goes through `PgGateway._send`: it is counted there (the node's
+database budget, a small fraction of a statement per run, is held to by a test and by
+`python -m bench dbcost`), driver errors are translated there into the project's own
+(`DatabaseUnavailable`, `Refused`, `Conflict`, `DatabaseError`), and every method returns typed
+rows (runtime/node/records.py). `Gateway` is the interface the node's duties are written
+against; `runtime.testing.memory_gateway.MemoryGateway` implements it in memory for unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from enum import Enum
+from functools import cache
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from runtime import retention, store
+from runtime.db import Conflict, DatabaseError, DatabaseUnavailable, Refused, connect
+from runtime.jsonable import iso_utc
+from runtime.migrate import migrate
+from runtime.node.records import (
+    RECORDSETS,
+    Claim,
+    ClaimedRow,
+    Completion,
+    DueTask,
+    ManualRow,
+    OrphanRun,
+    PluginCode,
+    Pruned,
+    StorageDelete,
+    StorageWrite,
+    recordset_columns,
+)
+from runtime.queries import query
+from sandbox.outcome import FAILURES, Outcome
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a node tells the fleet about itself when it (re)connects."""
+
+    node_id: str
+    hostname: str
+    pid: int
+    capabilities: tuple[str, ...]
+    layers: Mapping[str, bool]
+    concurrency: int
+    posture: str = ""
+    posture_reason: str = ""
+    layer_reasons: Mapping[str, str] = field(default_factory=dict)
+
+
+class Gateway(Protocol):
+    """What a node asks of the database. Methods raise only the errors of runtime/db.py."""
+
+    statements: int
+
+    @property
+    def connected(self) -> bool: ...
+    def open(self, registration: Registration) -> None: ...
+    def close(self) -> None: ...
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def due_tasks(
+        self, node_id: str, horizon: datetime, limit: int, stats: Mapping[str, Any]
+    ) -> list[DueTask]: ...
+    def record_claims(
+        self, node_id: str, claims: Sequence[Claim], now: datetime
+    ) -> list[ClaimedRow]: ...
+    def claim_manual(self, node_id: str, limit: int) -> list[ManualRow]: ...
+    def complete(
+        self,
+        completions: Sequence[Completion],
+        writes: Sequence[StorageWrite],
+        deletes: Sequence[StorageDelete],
+        quarantine_after: int,
+    ) -> None: ...
+    def release(
+        self, node_id: str, run_ids: Sequence[int], outcome: Outcome, now: datetime
+    ) -> None: ...
+    def orphan_runs(self, node_id: str, dead_after_s: float) -> list[OrphanRun]: ...
+    def mark_dead_nodes(self, dead_after_s: float) -> None: ...
+    def stop_node(self, node_id: str) -> None: ...
+    def plugin_code(self, plugin_id: int) -> PluginCode | None: ...
+    def sync_tasks(self, config_ids: Sequence[int] | None) -> None: ...
+    def insert_missing_tasks(self) -> None: ...
+    def config_values(self, config_ids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
+    def prune(
+        self, runs_days: float | None, logs_days: float | None, max_batches: int, now: datetime
+    ) -> Pruned: ...
+    def quarantined_configs(self) -> list[dict[str, Any]]: ...
+    def configs_enabled(self, config_ids: Sequence[int]) -> dict[int, bool]: ...
+
+
+@cache
+def _statement(name: str) -> str:
+    """The named query, with its recordset column lists filled in from the dataclasses."""
+    text = query(name)
+    for shape_name, shape in RECORDSETS.items():
+        text = text.replace(f"/*columns:{shape_name}*/", recordset_columns(shape))
+    failures = ", ".join(f"'{outcome.value}'" for outcome in sorted(FAILURES))
+    return text.replace("/*outcomes:FAILURES*/", failures)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(shape: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(shape)
+    if names is None:
+        names = _FIELD_NAMES[shape] = tuple(f.name for f in fields(shape))
+    return names
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def recordset_json(items: Sequence[Any]) -> str:
+    """A batch of dataclasses as the JSON array `jsonb_to_recordset` reads. ValueError or
+    TypeError when a value cannot be encoded (the caller's data is refused)."""
+    if not items:
+        return "[]"
+    names = _field_names(type(items[0]))
+    rows = [{name: getattr(item, name) for name in names} for item in items]
+    return json.dumps(rows, default=_json_default, allow_nan=False)
+
+
+def _param(value: Any) -> Any:
+    # psycopg dumps a Python Enum by its name; the database speaks the values.
+    return value.value if isinstance(value, Enum) else value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PgGateway:
+    """The gateway over one autocommit psycopg connection, owned by the node's thread."""
+
+    def __init__(self, url: str, *, application_name: str = "plugin-runtime") -> None:
+        self.url = url
+        self.application_name = application_name
+        self.statements = 0
+        self._conn: psycopg.Connection[DictRow] | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def open(self, registration: Registration) -> None:
+        """Connect (if not connected), apply migrations, and register the node."""
+        if self.connected:
+            return
+        try:
+            self._conn = connect(self.url, application_name=self.application_name)
+            migrate(self._conn)
+        except psycopg.Error as exc:
+            self.close()
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+        self._send(
+            "register_node",
+            {
+                "id": registration.node_id,
+                "hostname": registration.hostname,
+                "pid": registration.pid,
+                "capabilities": list(registration.capabilities),
+                "layers": Jsonb(dict(registration.layers)),
+                "concurrency": registration.concurrency,
+                "posture": registration.posture,
+                "posture_reason": registration.posture_reason,
+                "layer_reasons": Jsonb(dict(registration.layer_reasons)),
+            },
+        )
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                yield
+        except psycopg.Error as exc:  # raised by COMMIT or ROLLBACK themselves
+            raise self._translate(exc) from exc
+
+    def _connection(self) -> psycopg.Connection[DictRow]:
+        if self._conn is None or self._conn.closed:
+            raise DatabaseUnavailable("not connected")
+        return self._conn
+
+    # -- the one place statements are sent ---------------------------------------------------------
+    def _send(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        rows, _ = self._send_counted(name, params)
+        return rows
+
+    def _send_counted(
+        self, name: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Rows (if the statement returns any) and the number of rows it touched."""
+        conn = self._connection()
+        values = {key: _param(value) for key, value in (params or {}).items()}
+        self.statements += 1
+        try:
+            cur = conn.execute(_statement(name), values)
+            rows = list(cur.fetchall()) if cur.description else []
+            return rows, max(cur.rowcount, 0)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+        except (UnicodeError, ValueError, TypeError) as exc:  # psycopg could not encode a value
+            raise Refused(f"{name}: {_first_line(exc)}") from exc
+
+    @staticmethod
+    def _translate(exc: psycopg.Error) -> DatabaseError:
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return DatabaseUnavailable(_first_line(exc))
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            return Conflict(_first_line(exc))
+        if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+            return Refused(_first_line(exc))
+        return DatabaseError(_first_line(exc))
+
+    @staticmethod
+    def _recordset(name: str, items: Sequence[Any]) -> str:
+        try:
+            return recordset_json(items)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise Refused(f"{name}: {_first_line(exc)}") from exc
+
+    # -- claims -----------------------------------------------------------------------------------
+    def due_tasks(
+        self, node_id: str, horizon: datetime, limit: int, stats: Mapping[str, Any]
+    ) -> list[DueTask]:
+        """Lock due tasks (inside the caller's transaction) and heartbeat."""
+        rows = self._send(
+            "claim_due_tasks",
+            {"node": node_id, "horizon": horizon, "limit": limit, "stats": Jsonb(dict(stats))},
+        )
+        return [DueTask.from_row(row) for row in rows]
+
+    def record_claims(
+        self, node_id: str, claims: Sequence[Claim], now: datetime
+    ) -> list[ClaimedRow]:
+        rows = self._send(
+            "record_claims",
+            {"node": node_id, "now": now, "claims": self._recordset("record_claims", claims)},
+        )
+        return [ClaimedRow.from_row(row) for row in rows]
+
+    def claim_manual(self, node_id: str, limit: int) -> list[ManualRow]:
+        rows = self._send("claim_manual_runs", {"node": node_id, "limit": limit})
+        return [ManualRow.from_row(row) for row in rows]
+
+    # -- completions ------------------------------------------------------------------------------
+    def complete(
+        self,
+        completions: Sequence[Completion],
+        writes: Sequence[StorageWrite],
+        deletes: Sequence[StorageDelete],
+        quarantine_after: int,
+    ) -> None:
+        self._send(
+            "complete_runs",
+            {
+                "runs": self._recordset("complete_runs", completions),
+                "writes": self._recordset("complete_runs", writes),
+                "deletes": self._recordset("complete_runs", deletes),
+                "quarantine_after": quarantine_after,
+            },
+        )
+
+    def release(
+        self, node_id: str, run_ids: Sequence[int], outcome: Outcome, now: datetime
+    ) -> None:
+        if run_ids:
+            self._send(
+                "release_runs",
+                {"run_ids": list(run_ids), "outcome": outcome, "node": node_id, "now": now},
+            )
+
+    # -- fleet ------------------------------------------------------------------------------------
+    def orphan_runs(self, node_id: str, dead_after_s: float) -> list[OrphanRun]:
+        """Runs of dead nodes, and every run claimed under this node's id (the caller keeps those
+        it really holds: the others were left by an earlier process with the same id, or by a
+        claim whose commit was lost)."""
+        rows = self._send("runs_of_dead_nodes", {"dead_after_s": dead_after_s, "own_node": node_id})
+        return [OrphanRun.from_row(row) for row in rows]
+
+    def mark_dead_nodes(self, dead_after_s: float) -> None:
+        self._send("mark_dead_nodes", {"dead_after_s": dead_after_s})
+
+    def stop_node(self, node_id: str) -> None:
+        self._send("stop_node", {"id": node_id})
+
+    def plugin_code(self, plugin_id: int) -> PluginCode | None:
+        rows = self._send("get_plugin_code", {"id": plugin_id})
+        return PluginCode.from_row(rows[0]) if rows else None
+
+    # -- reload -----------------------------------------------------------------------------------
+    def sync_tasks(self, config_ids: Sequence[int] | None) -> None:
+        params = {"config_ids": list(config_ids) if config_ids is not None else None}
+        with self.transaction():
+            for name in store.SYNC_TASKS_STATEMENTS:
+                self._send(name, params)
+
+    def insert_missing_tasks(self) -> None:
+        self._send("sync_tasks_insert", {"config_ids": None})
+
+    def config_values(self, config_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        rows = self._send("config_settings", {"ids": list(config_ids)})
+        return {int(row["id"]): row["settings"] for row in rows}
+
+    def quarantined_configs(self) -> list[dict[str, Any]]:
+        """Every quarantined config: id, quarantine_reason, enabled (quarantine_watch.py)."""
+        return self._send("quarantined_configs")
+
+    def configs_enabled(self, config_ids: Sequence[int]) -> dict[int, bool]:
+        rows = self._send("configs_enabled", {"ids": list(config_ids)})
+        return {int(row["id"]): bool(row["enabled"]) for row in rows}
+
+    # -- retention --------------------------------------------------------------------------------
+    def prune(
+        self, runs_days: float | None, logs_days: float | None, max_batches: int, now: datetime
+    ) -> Pruned:
+        done = retention.prune(
+            lambda name, params: self._send_counted(name, params)[1],
+            runs_days,
+            logs_days,
+            max_batches=max_batches,
+            now=now,
+        )
+        return Pruned(runs=done["runs"], logs=done["logs"], statements=done["statements"])
