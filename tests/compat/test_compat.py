@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import Outcome, RunInfo, RunRequest, Sandbox
+from sandbox import RunInfo, RunReport, RunRequest, Sandbox
 from sandbox.manifest import Limits, Manifest, Plugin, parse_manifest
 from sandbox.protocol import CacheArgs, FetchArgs, FetchResponse
 from sandbox.services import MemoryCache
@@ -283,7 +283,7 @@ class CannedServices:
         return self.memory_cache(request, args)
 
 
-def run_sandboxed(sandbox: Sandbox, case: Case) -> tuple[Observed, Outcome]:
+def run_sandboxed(sandbox: Sandbox, case: Case) -> tuple[Observed, RunReport]:
     manifest: Manifest = parse_manifest(
         {"name": f"compat_{case.name}", "allowed_hosts": case.allowed_hosts}
     )
