@@ -4,9 +4,10 @@ batch), and hand the claimed runs to the dispatcher. Manual runs (`plugin-runtim
 claimed here too.
 
 Deciding one task can fail (a schedule croniter cannot compute, a row that makes no sense): that
-is that task's failure — recorded as an `error` run of its config (so `runs`, `status` and
-`doctor` show it), logged with the task and config, and the task is looked at again after
-`DECISION_RETRY` — and every other task of the tick goes on.
+is that task's failure — recorded as an `error` run of its config that counts in its failure
+streak (so `runs`, `status` and `doctor` show it from the first one), logged with the task and
+config, and the task is looked at again after `DECISION_RETRY` — and every other task of the
+tick goes on.
 """
 
 from __future__ import annotations

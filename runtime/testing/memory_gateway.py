@@ -224,6 +224,7 @@ class MemoryGateway:
                     state="done", outcome=Outcome.ERROR, node=node_id, finished_at=now,
                     error=c.error,
                 )  # fmt: skip
+                self.configs[t.config_id].consecutive_failures += 1
         return out
 
     def claim_manual(self, node_id: str, limit: int) -> list[rec.ManualRow]:

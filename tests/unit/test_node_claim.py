@@ -73,6 +73,7 @@ def test_an_impossible_schedule_is_that_tasks_failure_and_the_others_go_on(
     assert "0 0 31 2 *" in failure.error["message"]
     assert f"config {bad_config} task never" in caplog.text and "0 0 31 2 *" in caplog.text
     assert duty.counts.failed == 1
+    assert kit.gateway.configs[bad_config].consecutive_failures == 1  # doctor shows it
     # It waits: the next tick within the hour does not look at it again.
     task = kit.gateway.tasks[bad]
     assert task.attempt == 0 and task.next_due_at == T0 + DECISION_RETRY

@@ -77,6 +77,17 @@ failed AS (
            'error', %(node)s, %(now)s, %(now)s, d.error
       FROM d JOIN plugin_runtime.tasks t ON t.id = d.task_id
      WHERE d.error IS NOT NULL
+),
+failing AS (
+    -- A failed decision counts against its config like a failed run: `doctor` shows the config
+    -- (with this error) from the first one; its next success clears the streak.
+    UPDATE plugin_runtime.plugin_configs c
+       SET consecutive_failures = c.consecutive_failures + f.n
+      FROM (SELECT t.config_id, count(*) AS n
+              FROM d JOIN plugin_runtime.tasks t ON t.id = d.task_id
+             WHERE d.error IS NOT NULL
+             GROUP BY t.config_id) f
+     WHERE c.id = f.config_id
 )
 SELECT ins.id, ins.task_id, ins.config_id,
        COALESCE((SELECT jsonb_object_agg(s.key, s.value)
