@@ -11,11 +11,10 @@ from typing import Any
 
 def iso_utc(value: datetime) -> str:
     """ISO 8601 in UTC with a Z, e.g. 2026-11-27T10:00:00Z (fraction only when there is one)."""
-    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    utc = value.astimezone(UTC) if value.tzinfo else value
+    # isoformat of a naive time: the same text as strftime("%Y-%m-%dT%H:%M:%S") (+ ".ffffff"
+    # when there is a fraction), several times faster: a node writes thousands per tick.
+    return utc.replace(tzinfo=None).isoformat() + "Z"
 
 
 def jsonable(value: Any) -> Any:
