@@ -22,7 +22,7 @@ DATABASE_URL_META = "plugin_runtime.database_url"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="plugin-runtime")
+@click.version_option(package_name="plugin-runtime", prog_name="plugin-runtime")
 @click.option(
     "--database-url",
     metavar="URL",
