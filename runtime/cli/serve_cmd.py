@@ -7,6 +7,7 @@ import logging
 import click
 
 from runtime.cli import main
+from runtime.cli.config_sources import effective_config, format_config, twelve_factor
 from runtime.cli.db_cmds import EXIT_BAD_INPUT, database_url_option, fail
 from runtime.clock import Clock, parse_time
 from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, resolve_database_url
@@ -18,8 +19,12 @@ from sandbox.layers import EXPOSES, parse_layer_list
 from sandbox.services import parse_networks
 
 CAPABILITIES = ("scheduledTasks",)
+# Every option is also PLUGIN_RUNTIME_<OPTION> and a key of [serve] in --config-file.
+ENV_PREFIX = "PLUGIN_RUNTIME_"
+FILE_SECTION = "serve"
 
 
+@twelve_factor(ENV_PREFIX, FILE_SECTION)
 @main.command("serve")
 @database_url_option
 @click.option(
@@ -178,8 +183,18 @@ def serve_command(
     start_time: str | None,
     clock_origin: float | None,
     jump_on_sigusr1: float,
+    config_file: str | None,
+    print_config: bool,
 ) -> None:
-    """Run a supervisor node: schedule and run plugin tasks until SIGTERM."""
+    """Run a supervisor node: schedule and run plugin tasks until SIGTERM.
+
+    Every option can also be set by a PLUGIN_RUNTIME_<OPTION> environment variable or in the
+    [serve] table of --config-file (flag > environment > file > default); --print-config shows
+    which applies."""
+    if print_config:
+        ctx = click.get_current_context()
+        click.echo(format_config(effective_config(ctx, ENV_PREFIX), FILE_SECTION), nl=False)
+        return
     setup_logging(log_format)
     if (time_scale != 1.0 or start_time or clock_origin or jump_on_sigusr1) and not testing:
         fail(
