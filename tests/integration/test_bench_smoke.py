@@ -28,6 +28,10 @@ def test_sandbox_bench_ends_with_its_ratio_line() -> None:
     assert re.fullmatch(r"sandbox_vs_fork: \d+(\.\d+)?(e[+-]?\d+)?", lines[-1]), lines[-1]
     assert any(line.startswith("sandbox.layers: ") for line in lines)
     assert float(lines[-1].split(": ")[1]) > 0
+    # multiprocess.Process per run, both start methods, measured in the same run.
+    for method in ("fork", "forkserver"):
+        [ratio] = [line for line in lines if line.startswith(f"sandbox_vs_multiprocess_{method}: ")]
+        assert float(ratio.split(": ")[1]) > 0
 
 
 def test_unknown_benchmark_is_a_one_line_error() -> None:
