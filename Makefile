@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench soak clean
+.PHONY: run test test-core lint typecheck bench soak clean
+
+# The suites CI also runs on each other supported Python (.ci/run): the pure unit tests and
+# the sandbox's (real jailed processes, no scheduler fleet), in either test layout.
+SANDBOX_SUITE := escapes defence_in_depth sandbox_lifecycle policy faulty run_cli
+CORE_TESTS = tests/unit $(wildcard tests/test_schedule.py) \
+	$(wildcard $(foreach n,$(SANDBOX_SUITE),tests/test_$(n).py tests/integration/test_$(n).py)) examples
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
@@ -25,6 +31,10 @@ test: $(STAMP)
 	$(BIN)/python tests/browser.py
 	$(BIN)/python -m pytest
 
+# e.g. make test-core PYTHON=python3.13 VENV=.venv-3.13
+test-core: $(STAMP)
+	$(BIN)/python -m pytest -q $(CORE_TESTS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check runtime sandbox bench tests
 	$(BIN)/ruff format --check runtime sandbox bench tests
@@ -38,4 +48,4 @@ soak: $(STAMP)
 	$(BIN)/python -m runtime chaos --nodes 3 --configs 200 --duration 600 --time-scale 600 --kill-every 30 --db-outage 20
 
 clean:
-	rm -rf $(VENV) .pgdata
+	rm -rf $(VENV) .venv-3.* .pgdata

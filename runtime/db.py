@@ -122,11 +122,21 @@ def embedded_database_url(data_dir: Path, *, announce: bool = False) -> str:
     data_dir = data_dir.expanduser().resolve()
     running = embedded_pid(data_dir)
     try:
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
             import pgserver
-
+    except ImportError:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        raise DatabaseUnavailable(
+            f"no database URL, and the embedded PostgreSQL needs the pgserver package, which is "
+            f"not installed (it has no build for Python {version})",
+            DbFailure.EMBEDDED,
+            f"give --database-url or set {ENV_DATABASE_URL}",
+        ) from None
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             server = pgserver.get_server(data_dir, cleanup_mode=None)
             url: str = server.get_uri()
     except Exception as exc:  # pgserver raises many kinds; all mean "no embedded server"
