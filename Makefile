@@ -7,10 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: run test test-core lint typecheck bench soak clean
 
 # The suites CI also runs on each other supported Python (.ci/run): the pure unit tests and
-# the sandbox's (real jailed processes, no scheduler fleet), in either test layout.
-SANDBOX_SUITE := escapes defence_in_depth sandbox_lifecycle policy faulty run_cli
-CORE_TESTS = tests/unit $(wildcard tests/test_schedule.py) \
-	$(wildcard $(foreach n,$(SANDBOX_SUITE),tests/test_$(n).py tests/integration/test_$(n).py)) examples
+# the sandbox's (real jailed processes and the parent-child boundary, no scheduler fleet).
+SANDBOX_SUITE := escapes defence_in_depth sandbox_lifecycle policy faulty run_cli frames fetch_guard
+CORE_TESTS = tests/unit $(foreach n,$(SANDBOX_SUITE),tests/integration/test_$(n).py) examples
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
