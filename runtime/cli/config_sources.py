@@ -170,6 +170,15 @@ def effective_config(ctx: click.Context, prefix: str) -> list[ConfigValue]:
             continue
         key = option_key(param)
         source = ctx.get_parameter_source(param.name)
+        parent = ctx.parent
+        if (
+            source is not ParameterSource.COMMANDLINE
+            and parent is not None
+            and parent.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+            and parent.params.get(param.name) == ctx.params.get(param.name)
+        ):
+            # The same option given before the command (`plugin-runtime --database-url URL serve`).
+            source = ParameterSource.COMMANDLINE
         if source is ParameterSource.COMMANDLINE:
             origin, where = "flag", f"--{key}"
         elif source is ParameterSource.ENVIRONMENT:

@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 import psycopg
+from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -87,13 +88,18 @@ DATABASE_URL_HELP = (
 )
 
 
-def _inherit_database_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+def _inherit_database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """`--database-url` given here wins; else the one given before the command
-    (`plugin-runtime --database-url URL status`, or `runs --database-url URL show 5`)."""
-    if value:
+    (`plugin-runtime --database-url URL status`, or `runs --database-url URL show 5`); else a value
+    from the environment or a config file (`serve`), where a flag before the command still wins."""
+    before = ctx.meta.get(DATABASE_URL_META)
+    given_here = param.name is not None and (
+        ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    )
+    if value and (given_here or not before):
         ctx.meta[DATABASE_URL_META] = value
         return value
-    return ctx.meta.get(DATABASE_URL_META)
+    return before or value
 
 
 def database_url_option(fn: Callable[P, R]) -> Callable[P, R]:

@@ -125,3 +125,14 @@ def test_environment_values_reach_the_command() -> None:
     result = CliRunner().invoke(main, ["serve"], env={**CLEAN, "PLUGIN_RUNTIME_TIME_SCALE": "10"})
     assert result.exit_code == 2
     assert "for testing only" in result.output
+
+
+def test_a_flag_before_the_command_beats_the_environment() -> None:
+    result = CliRunner().invoke(
+        main,
+        ["--database-url", "postgresql://flag@a/db", "serve", "--print-config"],
+        env={**CLEAN, "PLUGIN_RUNTIME_DATABASE_URL": "postgresql://env@b/db"},
+    )
+    values, origins = parsed(result)
+    assert values["database-url"] == "postgresql://flag@a/db"
+    assert origins["database-url"] == "flag --database-url"
