@@ -8,9 +8,12 @@ plugin's `config_schema`. Secret setting values never appear in a message or a l
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -18,18 +21,22 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from runtime.queries import query
+from runtime.text import SECRET_MASK as SECRET_MASK  # re-exported: one mask
+from runtime.text import secret_values
 from sandbox.manifest import (
+    MAX_JSON_DEPTH,
     Cadence,
     ConfigField,
     Manifest,
     Plugin,
+    json_depth,
+    loads_bounded,
     parse_manifest,
     plugin_from_stored,
 )
 from sandbox.outcome import Outcome
 
 Conn = psycopg.Connection[Any]
-SECRET_MASK = "***"
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f"}
 
@@ -88,27 +95,110 @@ def plugin_tasks_json(plugin: Plugin) -> list[dict[str, str]]:
     ]
 
 
-def install_plugin(conn: Conn, plugin: Plugin) -> int:
-    """Install `plugin`, or update the installed plugin of that name; returns its id.
+def source_hash(source: str) -> str:
+    """How install reports a plugin's code: `sha256:` and the first 12 hex digits."""
+    return "sha256:" + hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
-    The tasks of its existing configs follow the new version (see `sync_tasks`)."""
-    params = {
-        "name": plugin.name,
-        "version": plugin.manifest.version,
-        "manifest": Jsonb(plugin.manifest.raw),
-        "source": plugin.source,
-        "tasks": Jsonb(plugin_tasks_json(plugin)),
-    }
+
+@dataclass(frozen=True)
+class Installed:
+    """What `install` did. `previous` is None for a first install; `unchanged` when the same
+    code and manifest were already installed (nothing written)."""
+
+    plugin_id: int
+    plugin: Plugin  # as stored (with fields kept secret)
+    previous_version: str | None = None
+    previous_hash: str | None = None
+    unchanged: bool = False
+    config_ids: tuple[int, ...] = ()
+    kept_secret: tuple[str, ...] = ()  # settings still secret although the new manifest says not
+
+
+class ReplaceRefused(StoreError):
+    """An install that would replace an installed plugin's code without --upgrade."""
+
+
+def _keep_secrets(
+    plugin: Plugin, old_manifest: Mapping[str, Any], reveal: Sequence[str]
+) -> tuple[Plugin, tuple[str, ...]]:
+    """`plugin` with every setting that was secret in the installed version still secret,
+    unless the operator named it in `reveal`: a stored secret stays masked whatever a new
+    version of the plugin declares."""
+    old = parse_manifest(old_manifest).config_schema
+    new = plugin.manifest.config_schema
+    kept = sorted(
+        k
+        for k, spec in new.items()
+        if not spec.secret and k in old and old[k].secret and k not in reveal
+    )
+    if not kept:
+        return plugin, ()
+    raw = copy.deepcopy(plugin.manifest.raw)
+    for key in kept:
+        raw["config_schema"][key]["secret"] = True
+    return Plugin(manifest=parse_manifest(raw), source=plugin.source), tuple(kept)
+
+
+def install(
+    conn: Conn, plugin: Plugin, *, upgrade: bool = False, reveal: Sequence[str] = ()
+) -> Installed:
+    """Install `plugin`. A plugin of the same name with other code or manifest is replaced only
+    with `upgrade` (else `ReplaceRefused`, saying what would change); the same code again is a
+    no-op. Settings that were secret stay secret (see `_keep_secrets`). The tasks of existing
+    configs follow the new version (see `sync_tasks`)."""
     with conn.transaction():
+        old = _row(conn, "get_plugin_for_install", {"name": plugin.name})
+        kept: tuple[str, ...] = ()
+        if old is not None:
+            plugin, kept = _keep_secrets(plugin, old["manifest"], reveal)
+            config_ids = tuple(
+                int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": old["id"]})
+            )
+            before = Installed(
+                plugin_id=int(old["id"]),
+                plugin=plugin,
+                previous_version=old["version"],
+                previous_hash=source_hash(old["source"]),
+                config_ids=config_ids,
+                kept_secret=kept,
+            )
+            if old["source"] == plugin.source and old["manifest"] == plugin.manifest.raw:
+                return replace(before, unchanged=True)
+            if not upgrade:
+                ids = ", ".join(map(str, config_ids[:10])) + (
+                    ", ..." if len(config_ids) > 10 else ""
+                )
+                affected = f"{len(config_ids)} config(s) (id {ids})" if config_ids else "no configs"
+                raise ReplaceRefused(
+                    f"plugin '{plugin.name}' is already installed: replacing "
+                    f"{old['version']} ({before.previous_hash}) with {plugin.manifest.version} "
+                    f"({source_hash(plugin.source)}) would change the code {affected} run; "
+                    "install with --upgrade to replace it"
+                )
+        params = {
+            "name": plugin.name,
+            "version": plugin.manifest.version,
+            "manifest": Jsonb(plugin.manifest.raw),
+            "source": plugin.source,
+            "tasks": Jsonb(plugin_tasks_json(plugin)),
+        }
         row = _row(conn, "upsert_plugin", params)
         assert row is not None
         plugin_id = int(row["id"])
-        config_ids = [
+        config_ids = tuple(
             int(r["id"]) for r in _rows(conn, "plugin_config_ids", {"plugin_id": plugin_id})
-        ]
+        )
         if config_ids:
             sync_tasks(conn, config_ids)
-    return plugin_id
+    if old is None:
+        return Installed(plugin_id=plugin_id, plugin=plugin)
+    return replace(before, plugin_id=plugin_id, config_ids=config_ids)
+
+
+def install_plugin(conn: Conn, plugin: Plugin) -> int:
+    """Install `plugin`, or replace the installed plugin of that name (as `install` with
+    `upgrade`, for programs and tests); returns its id."""
+    return install(conn, plugin, upgrade=True).plugin_id
 
 
 def get_plugin(conn: Conn, name: str) -> Plugin:
@@ -181,8 +271,10 @@ def coerce_setting(key: str, spec: ConfigField, value: Any) -> Any:
             raise ConfigError(f"setting '{key}': must be true or false", key)
         if kind == "json":
             try:
-                return json.loads(text)
-            except ValueError:
+                return loads_bounded(text, f"setting '{key}'")
+            except ValueError as exc:
+                if json_depth(text) > MAX_JSON_DEPTH:
+                    raise ConfigError(str(exc), key) from None
                 raise ConfigError(f"setting '{key}': must be valid JSON", key) from None
     if kind == "integer":
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -261,6 +353,17 @@ def create_config(
 def list_configs(conn: Conn) -> list[dict[str, Any]]:
     """Every config, oldest first, with secret settings masked as "***"."""
     return _rows(conn, "list_configs", {"id": None})
+
+
+def config_secrets(conn: Conn, config_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The secret texts of each config (see runtime.text.secret_values), to mask what its
+    runs printed. Configs that no longer exist are left out."""
+    out: dict[int, list[str]] = {}
+    for row in _rows(conn, "config_secret_settings", {"ids": list(config_ids)}):
+        schema = row["config_schema"] if isinstance(row["config_schema"], dict) else {}
+        secret = {k: bool(isinstance(v, dict) and v.get("secret")) for k, v in schema.items()}
+        out[int(row["id"])] = secret_values(secret, row["settings"] or {})
+    return out
 
 
 def get_config(conn: Conn, config_id: int) -> dict[str, Any]:

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import ast
 import difflib
+import errno
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -55,7 +59,14 @@ _KNOWN_KEYS = {
     "allowed_hosts",
     "limits",
 }
-MAX_SOURCE_BYTES = 1024 * 1024
+MAX_SOURCE_BYTES = 1024 * 1024  # the main file
+MAX_MANIFEST_BYTES = 256 * 1024  # plugin.json
+MAX_JSON_DEPTH = 64  # nesting of plugin.json and of a `json` setting's value
+MAX_CRON_CHARS = 200
+MAX_VERSION_CHARS = 64
+MAX_DESCRIPTION_CHARS = 4000
+_MAIN_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,96}\.py$")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class ManifestError(ValueError):
@@ -134,9 +145,13 @@ def _number(value: Any, field_name: str, *, integer: bool = False) -> float | in
     return int(value) if integer else float(value)
 
 
-def validate_cron(expression: Any, field_name: str) -> str:
+def validate_cron(expression: Any, field_name: str, *, now: datetime | None = None) -> str:
+    """`expression` if sandbox.cron accepts it (and it is at most MAX_CRON_CHARS long);
+    otherwise a ManifestError naming `field_name`."""
+    if isinstance(expression, str) and len(expression) > MAX_CRON_CHARS:
+        raise _fail(field_name, f"a cron expression is at most {MAX_CRON_CHARS} characters")
     try:
-        return check_cron(expression)
+        return check_cron(expression, now)
     except CronError as exc:
         raise _fail(field_name, str(exc)) from None
 
@@ -152,14 +167,24 @@ def parse_manifest(data: Any) -> Manifest:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise _fail("name", "required; letters, digits, '_', '-', '.', at most 100 characters")
     version = data.get("version", "0.0.0")
-    if not isinstance(version, str) or not version:
-        raise _fail("version", "must be a non-empty string")
+    if (
+        not isinstance(version, str)
+        or not version.strip()
+        or len(version) > MAX_VERSION_CHARS
+        or _CONTROL_RE.search(version)
+    ):
+        raise _fail(
+            "version",
+            f"must be a non-empty string of at most {MAX_VERSION_CHARS} printable characters",
+        )
     main = data.get("main", "main.py")
-    if not isinstance(main, str) or not main.endswith(".py") or "/" in main or main.startswith("."):
+    if not isinstance(main, str) or not _MAIN_RE.match(main):
         raise _fail("main", "must be a .py file name in the plugin directory")
     description = data.get("description", "")
-    if not isinstance(description, str):
-        raise _fail("description", "must be a string")
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
+        raise _fail(
+            "description", f"must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
+        )
 
     schema_raw = data.get("config_schema", {})
     if not isinstance(schema_raw, dict):
@@ -189,7 +214,7 @@ def parse_manifest(data: Any) -> Manifest:
             required=spec.get("required", False),
             secret=spec.get("secret", False),
             default=spec.get("default"),
-            description=str(spec.get("description", "")),
+            description=_description(spec.get("description", ""), f"{where}.description"),
         )
 
     schedules_raw = data.get("schedules", {})
@@ -272,12 +297,85 @@ def near_misses(plugin: Plugin) -> dict[str, str]:
     return out
 
 
+def _description(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION_CHARS:
+        raise _fail(field_name, f"must be a string of at most {MAX_DESCRIPTION_CHARS} characters")
+    return value
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects in JSON `text` nest (brackets inside strings do not
+    count), found without parsing: the parser itself recurses and would overflow first."""
+    outside = _JSON_STRING_RE.sub('""', text)
+    depth = deepest = 0
+    for match in _JSON_BRACKET_RE.finditer(outside):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+_JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET_RE = re.compile(r"[\[\]{}]")
+
+
+def loads_bounded(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads(text)`, refusing nesting deeper than `max_depth` with a one-line ValueError
+    that starts with `what` (JSON syntax errors too; a JSONDecodeError is a ValueError)."""
+    if json_depth(text) > max_depth:
+        raise ValueError(f"{what}: JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}, line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:  # not reached after the depth check; kept as a last line
+        raise ValueError(f"{what}: JSON nested too deeply") from None
+
+
+def read_plugin_file(directory_fd: int, name: str, max_bytes: int, what: str) -> str:
+    """The text of `name` in the plugin directory: a regular file (not a symbolic link, device,
+    FIFO, socket or directory) of at most `max_bytes`, in UTF-8. Opened relative to the
+    directory, without following a link and without blocking, so what is checked is what is
+    read."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(name, flags, dir_fd=directory_fd)
+    except FileNotFoundError:
+        raise ManifestError(f"{what}: not found in the plugin directory") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ManifestError(
+                f"{what}: is a symbolic link; install reads only regular files"
+            ) from None
+        raise ManifestError(f"{what}: cannot be opened: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ManifestError(f"{what}: not a regular file; install reads only regular files")
+        if info.st_size > max_bytes:
+            raise ManifestError(f"{what}: larger than {max_bytes} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:  # it grew while being read
+        raise ManifestError(f"{what}: larger than {max_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{what}: not UTF-8 text") from None
+
+
 def defined_functions(source: str, filename: str = "main.py") -> set[str]:
     """Names of the top-level functions in a plugin's source (found by parsing, never by running)."""
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
         raise ManifestError(f"{filename}, line {exc.lineno}: syntax error: {exc.msg}") from exc
+    except (RecursionError, MemoryError, ValueError) as exc:  # nesting too deep, NUL bytes
+        raise ManifestError(f"{filename}: cannot be parsed: {type(exc).__name__}") from None
     return {
         node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }
@@ -299,31 +397,36 @@ def scheduled_tasks(manifest: Manifest, source: str) -> dict[str, ScheduledTask]
 
 def load_plugin(directory: str | Path) -> Plugin:
     """Read and validate a plugin directory. Raises ManifestError with a one-line reason."""
-    path = Path(directory)
-    if not path.is_dir():
-        raise ManifestError(f"{directory}: no such plugin directory")
-    manifest_path = path / "plugin.json"
-    if not manifest_path.is_file():
-        raise ManifestError(f"{directory}: no plugin.json")
-    try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"plugin.json, line {exc.lineno}: not valid JSON: {exc.msg}") from exc
-    except UnicodeDecodeError as exc:
-        raise ManifestError("plugin.json: not UTF-8 text") from exc
-    manifest = parse_manifest(data)
-    main_path = path / manifest.main
-    if not main_path.is_file():
-        raise _fail("main", f"file '{manifest.main}' not found in {directory}")
-    if main_path.stat().st_size > MAX_SOURCE_BYTES:
-        raise _fail("main", f"'{manifest.main}' is larger than {MAX_SOURCE_BYTES} bytes")
-    try:
-        source = main_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise _fail("main", f"'{manifest.main}' is not UTF-8 text") from exc
-    plugin = Plugin(manifest=manifest, source=source)
+    plugin = read_plugin_dir(directory)
     plugin.tasks()  # validates that every cron schedule names a defined function
     return plugin
+
+
+def read_plugin_dir(directory: str | Path) -> Plugin:
+    """plugin.json (validated) and the main file's source, not yet parsed.
+
+    Only two regular files inside the directory are read, plugin.json and the main file, each
+    size-capped; a symbolic link, device or FIFO in their place is refused."""
+    try:
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        raise ManifestError(f"{directory}: no such plugin directory") from None
+    try:
+        text = read_plugin_file(directory_fd, "plugin.json", MAX_MANIFEST_BYTES, "plugin.json")
+        try:
+            data = loads_bounded(text, "plugin.json")
+        except ValueError as exc:
+            raise ManifestError(str(exc)) from None
+        manifest = parse_manifest(data)
+        source = read_plugin_file(
+            directory_fd,
+            manifest.main,
+            MAX_SOURCE_BYTES,
+            f"plugin.json: field 'main': '{manifest.main}'",
+        )
+    finally:
+        os.close(directory_fd)
+    return Plugin(manifest=manifest, source=source)
 
 
 def plugin_from_stored(manifest_json: dict[str, Any], source: str) -> Plugin:

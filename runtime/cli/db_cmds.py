@@ -10,7 +10,6 @@ exit 2 for bad input, 3 when the database cannot be reached, 1 for anything else
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,8 +20,8 @@ import click
 import psycopg
 from click.core import ParameterSource
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from runtime import store
 from runtime.cli import DATABASE_URL_META, main
@@ -38,9 +37,10 @@ from runtime.db import (
     resolve_database_url,
     stop_embedded,
 )
-from runtime.jsonable import iso_utc, jsonable
+from runtime.jsonable import dumps, iso_utc
 from runtime.migrate import MigrationError, migrate
 from runtime.run_error import error_summary
+from runtime.text import Masker, markup_safe, visible
 from sandbox import DEFAULT_LIMITS, Limits
 from sandbox.manifest import CADENCE_FUNCTIONS, ManifestError, Plugin, load_plugin, near_misses
 from sandbox.outcome import lowered_limits
@@ -70,7 +70,7 @@ class _OneLineErrors:
             return super().make_context(info_name, args, parent=parent, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
             name = " ".join(filter(None, [parent.command_path if parent else None, info_name]))
-            click.echo(f"error: {exc.format_message()} (see '{name} --help')", err=True)
+            click.echo(visible(f"error: {exc.format_message()} (see '{name} --help')"), err=True)
             raise click.exceptions.Exit(EXIT_BAD_INPUT) from None
 
 
@@ -127,8 +127,9 @@ def open_database(database_url: str | None, *, run_migrations: bool = True) -> I
 
 
 def fail(message: str, code: int) -> None:
-    """Print `error: message` (one line) on stderr and exit with `code`."""
-    one_line = " ".join(message.split())
+    """Print `error: message` (one line, control characters escaped: a message may quote a
+    plugin's text) on stderr and exit with `code`."""
+    one_line = visible(" ".join(message.split()))
     click.echo(f"error: {one_line}", err=True)
     raise click.exceptions.Exit(code)
 
@@ -173,7 +174,14 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def print_json(rows: Any) -> None:
-    click.echo(json.dumps(jsonable(rows), indent=2, sort_keys=False))
+    """Valid JSON whatever the rows hold (no NaN or Infinity; see runtime.jsonable)."""
+    click.echo(dumps(rows, indent=2))
+
+
+def echo(message: str, *, err: bool = False) -> None:
+    """One line of the command's own text around values that may be a plugin's: control
+    characters escaped."""
+    click.echo(visible(message), err=err)
 
 
 def _console() -> Console:
@@ -183,23 +191,24 @@ def _console() -> Console:
     return console
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """A table cell: plain text (rich markup is not interpreted), control characters escaped."""
     if value is None:
-        return ""
+        return Text("")
     if isinstance(value, datetime):
-        return iso_utc(value.replace(microsecond=0))
+        return Text(iso_utc(value.replace(microsecond=0)))
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return Text("yes" if value else "no")
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+        return Text(visible(dumps(value).replace(", ", ",").replace(": ", ":")))
+    return Text(visible(value))
 
 
 def print_table(
     title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """A rich table of `rows`; `columns` are (header, key) pairs."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(visible(title)), title_justify="left")
     for header, _key in columns:
         table.add_column(header, overflow="fold")
     for row in rows:
@@ -292,11 +301,31 @@ def no_tasks_message(plugin: Plugin) -> str:
     is_flag=True,
     help="Install even a plugin with no scheduled function (it will never run by itself).",
 )
+@click.option(
+    "--upgrade",
+    is_flag=True,
+    help="Replace the installed plugin of the same name (its configs run the new code).",
+)
+@click.option(
+    "--reveal",
+    "reveal",
+    multiple=True,
+    metavar="KEY",
+    help="Stop masking setting KEY, which an earlier version declared secret (repeatable).",
+)
 @database_url_option
 @cli_errors
-def plugins_install(directory: str, allow_no_tasks: bool, database_url: str | None) -> None:
-    """Install the plugin in DIRECTORY, or update the installed plugin of the same name.
-    A plugin with no scheduled function is refused (exit 2) unless --allow-no-tasks."""
+def plugins_install(
+    directory: str,
+    allow_no_tasks: bool,
+    upgrade: bool,
+    reveal: tuple[str, ...],
+    database_url: str | None,
+) -> None:
+    """Install the plugin in DIRECTORY. A plugin with no scheduled function is refused (exit 2)
+    unless --allow-no-tasks. Replacing an installed plugin of the same name (other code or
+    manifest) needs --upgrade; the report says old -> new version, source hash and the configs
+    affected."""
     plugin = load_plugin(directory)
     from sandbox.policy import plugin_code_problems  # lazy: the compiler is not needed elsewhere
 
@@ -308,7 +337,7 @@ def plugins_install(directory: str, allow_no_tasks: bool, database_url: str | No
             err=True,
         )
         for problem in problems:
-            click.echo(f"  {problem}", err=True)
+            echo(f"  {problem}", err=True)
         raise click.exceptions.Exit(EXIT_BAD_INPUT)
     if not plugin.tasks() and not allow_no_tasks:
         fail(no_tasks_message(plugin), EXIT_BAD_INPUT)
@@ -316,12 +345,33 @@ def plugins_install(directory: str, allow_no_tasks: bool, database_url: str | No
     if note:
         click.echo(note, err=True)
     with open_database(database_url) as conn:
-        plugin_id = store.install_plugin(conn, plugin)
+        done = store.install(conn, plugin, upgrade=upgrade, reveal=reveal)
+    plugin = done.plugin
     tasks = store.plugin_tasks_json(plugin)
     described = ", ".join(f"{t['name']} ({t['cron']})" for t in tasks) or "none"
-    click.echo(
-        f"installed plugin {plugin.name} {plugin.manifest.version} (id {plugin_id}); tasks: {described}"
-    )
+    version = plugin.manifest.version
+    if done.previous_version is None:
+        echo(f"installed plugin {plugin.name} {version} (id {done.plugin_id}); tasks: {described}")
+    elif done.unchanged:
+        echo(
+            f"plugin {plugin.name} {version} (id {done.plugin_id}) is already installed, unchanged"
+        )
+    else:
+        ids = ", ".join(map(str, done.config_ids))
+        echo(
+            f"upgraded plugin {plugin.name} {done.previous_version} -> {version} "
+            f"(id {done.plugin_id}); source {done.previous_hash} -> "
+            f"{store.source_hash(plugin.source)}; configs affected: "
+            f"{f'{len(done.config_ids)} (id {ids})' if done.config_ids else 'none'}; "
+            f"tasks: {described}"
+        )
+    if done.kept_secret:
+        names = ", ".join(done.kept_secret)
+        echo(
+            f"still masked as secret (an earlier version declared them secret): {names}; "
+            f"to show them, reinstall with --upgrade --reveal KEY",
+            err=True,
+        )
 
 
 @plugins_group.command("list", cls=OneLineErrorCommand)
@@ -361,7 +411,7 @@ def plugins_remove(name: str, force: bool, database_url: str | None) -> None:
     with open_database(database_url) as conn:
         deleted = store.remove_plugin(conn, name, force=force)
     extra = f" and its {deleted} config(s)" if deleted else ""
-    click.echo(f"removed plugin {name}{extra}")
+    echo(f"removed plugin {name}{extra}")
 
 
 # -- configs ------------------------------------------------------------------------------------
@@ -394,7 +444,7 @@ def configs_create(
         config_id = store.create_config(conn, plugin, settings, enabled=not disabled)
         note = limits_note(store.get_plugin(conn, plugin))
     state = "disabled" if disabled else "enabled"
-    click.echo(f"created config {config_id} of plugin {plugin} ({state})", err=True)
+    echo(f"created config {config_id} of plugin {plugin} ({state})", err=True)
     if note:
         click.echo(note, err=True)
     click.echo(str(config_id))
@@ -464,7 +514,7 @@ def configs_set(config_id: int, pairs: tuple[str, ...], database_url: str | None
     changes = parse_assignments(pairs)
     with open_database(database_url) as conn:
         store.update_settings(conn, config_id, changes)
-    click.echo(f"config {config_id}: updated {', '.join(sorted(changes))}")
+    echo(f"config {config_id}: updated {', '.join(sorted(changes))}")
 
 
 @configs_group.command("delete", cls=OneLineErrorCommand)
@@ -490,7 +540,7 @@ def trigger_cmd(config_id: int, task: str, database_url: str | None) -> None:
     """Queue a manual run of TASK of config ID now; prints the run id alone on the last line."""
     with open_database(database_url) as conn:
         run_id = store.trigger(conn, config_id, task)
-    click.echo(f"queued manual run {run_id} of {task} for config {config_id}", err=True)
+    echo(f"queued manual run {run_id} of {task} for config {config_id}", err=True)
     click.echo(str(run_id))
 
 
@@ -553,11 +603,15 @@ def runs_cmd(
         rows = store.list_runs(
             conn, config_id=config_id, task=task, outcome=outcome, limit=limit, cadence=cadence
         )
+        ids = {r["config_id"] for r in rows if r["config_id"] is not None}
+        secrets = store.config_secrets(conn, sorted(ids))
+    for row in rows:  # a run's error is the plugin's text: its config's secrets are masked
+        row["error"] = Masker(secrets.get(row["config_id"], [])).fields(row["error"])
     if as_json:
         print_json(rows)
         return
     for row in rows:
-        if row["duration_ms"] is not None:
+        if isinstance(row["duration_ms"], float) and math.isfinite(row["duration_ms"]):
             row["duration_ms"] = round(row["duration_ms"])
         row["error_summary"] = error_summary(row["error"], TABLE_ERROR_CHARS)
     print_table("runs (newest first)", RUN_COLUMNS, rows)
@@ -575,6 +629,11 @@ def runs_show(run_id: int, as_json: bool, database_url: str | None) -> None:
     its traceback, its log lines and a preview of its result."""
     with open_database(database_url) as conn:
         run = store.get_run(conn, run_id)
+        secrets = store.config_secrets(conn, [run["config_id"]]).get(run["config_id"], [])
+    mask = Masker(secrets)  # the run's error, logs and result are the plugin's text
+    run["error"] = mask.fields(run["error"])
+    run["logs"] = [{**line, "message": mask.text(str(line["message"]))} for line in run["logs"]]
+    run["result_preview"] = mask(run["result_preview"])
     if as_json:
         print_json(run)
         return
@@ -586,7 +645,9 @@ def print_run(run: Mapping[str, Any]) -> None:
     console = _console()
 
     def field(label: str, value: Any) -> None:
-        console.print(f"[bold]{label:<11}[/] {escape(_cell(value) or '-')}", soft_wrap=True)
+        console.print(
+            f"[bold]{label:<11}[/] {markup_safe(_cell(value).plain or '-')}", soft_wrap=True
+        )
 
     plugin = f"plugin {run['plugin']} {run['plugin_version']}" if run["plugin"] else "deleted"
     kind = "manual" if run["manual"] else ("backfilled" if run["backfilled"] else "scheduled")
@@ -599,7 +660,7 @@ def print_run(run: Mapping[str, Any]) -> None:
     field("state", run["state"])
     outcome = run["outcome"] or "-"
     style = "green" if outcome == "ok" else "bold red"
-    console.print(f"[bold]{'outcome':<11}[/] [{style}]{escape(outcome)}[/]")
+    console.print(f"[bold]{'outcome':<11}[/] [{style}]{markup_safe(outcome)}[/]")
     field("due", run["due_at"])
     field("started", run["started_at"])
     field("finished", run["finished_at"])
@@ -611,18 +672,18 @@ def print_run(run: Mapping[str, Any]) -> None:
     field("timings", ", ".join(timings))
     error = run["error"]
     if error:
-        console.print(f"[bold]{'error':<11}[/] [red]{escape(error_summary(error, 10_000))}[/]")
+        console.print(f"[bold]{'error':<11}[/] [red]{markup_safe(error_summary(error, 10_000))}[/]")
         traceback = [str(x) for x in error.get("traceback") or []]
         if traceback:
             console.print("[bold]traceback[/]")
             for line in "".join(traceback).rstrip("\n").splitlines():
-                console.print("  " + escape(line), soft_wrap=True, highlight=False)
+                console.print("  " + markup_safe(line), soft_wrap=True, highlight=False)
     logs = run["logs"]
     console.print(f"[bold]logs[/] ({len(logs)} line(s))")
     for line in logs:
         console.print(
-            f"  {escape(_cell(line['ts']))} {escape(str(line['level']).upper()):<7} "
-            f"{escape(str(line['message']))}",
+            f"  {markup_safe(_cell(line['ts']).plain)} {markup_safe(str(line['level']).upper()):<7} "
+            f"{markup_safe(str(line['message']))}",
             soft_wrap=True,
             highlight=False,
         )

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from runtime import retention, store
 from runtime.cli import main
@@ -42,6 +41,7 @@ from runtime.status import (
     status_for_url,
     unreachable_status,
 )
+from runtime.text import Masker, markup_safe, visible
 
 STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan"}
 
@@ -111,13 +111,13 @@ def _print_status(status: Mapping[str, Any]) -> None:
     db = status["database"]
     if not db.get("reachable") or not db.get("schema", True):
         console.print(
-            f"[bold red]{escape(str(db.get('headline') or 'DATABASE UNREACHABLE'))}[/] at "
-            f"{escape(str(db.get('location')))}: {escape(str(db.get('error')))}"
+            f"[bold red]{markup_safe(str(db.get('headline') or 'DATABASE UNREACHABLE'))}[/] at "
+            f"{markup_safe(str(db.get('location')))}: {markup_safe(str(db.get('error')))}"
         )
         console.print("Nodes, lag and configs cannot be shown without the database.")
     else:
         console.print(
-            f"[bold]database[/] {escape(str(db['location']))} reachable, round trip "
+            f"[bold]database[/] {markup_safe(str(db['location']))} reachable, round trip "
             f"{db['rtt_ms']:.1f} ms (connect {db.get('connect_ms', 0):.0f} ms), connections "
             f"{db['connections']}/{db['max_connections']}, active {db['active']}, lock waits "
             f"{db['lock_waits']}, longest statement {db['longest_query_s']:.0f} s"
@@ -136,7 +136,7 @@ def _print_status(status: Mapping[str, Any]) -> None:
         clock = status.get("clock") or {}
         if clock.get("source") not in (None, "database") and clock.get("scale") != 1.0:
             console.print(
-                f"[dim]windows follow the scheduler clock of {escape(str(clock['source']))} "
+                f"[dim]windows follow the scheduler clock of {markup_safe(str(clock['source']))} "
                 f"(x{clock['scale']:g}, now {_when(clock['now'])})[/]"
             )
     _print_problems(status["problems"])
@@ -148,7 +148,7 @@ def _table(
     if rows:
         print_table(title, columns, rows)
     else:
-        _console().print(f"[bold]{escape(title)}[/]: none")
+        _console().print(f"[bold]{markup_safe(title)}[/]: none")
 
 
 def _print_tables(status: Mapping[str, Any]) -> None:
@@ -255,7 +255,7 @@ def _print_problems(found: Sequence[Mapping[str, str]]) -> None:
     for p in found:
         console.print(
             f"[{STYLE[p['severity']]}]{p['severity'].upper()}[/] "
-            f"{escape('[' + p['check'] + ']')} {escape(p['what'])}"
+            f"{markup_safe('[' + p['check'] + ']')} {markup_safe(p['what'])}"
         )
         _print_commands(p)
     if serious:
@@ -266,10 +266,10 @@ def _print_commands(p: Mapping[str, str]) -> None:
     """The command that shows why (`look`), the one that acts (`run`), and the hint."""
     console = _console()
     if p.get("look"):
-        console.print(f"    look: {escape(p['look'])}", soft_wrap=True)
-    console.print(f"    run: {escape(p['command'])}", soft_wrap=True)
+        console.print(f"    look: {markup_safe(p['look'])}", soft_wrap=True)
+    console.print(f"    run: {markup_safe(p['command'])}", soft_wrap=True)
     if p.get("hint"):
-        console.print(f"    ({escape(p['hint'])})", soft_wrap=True)
+        console.print(f"    ({markup_safe(p['hint'])})", soft_wrap=True)
 
 
 # -- doctor -------------------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def doctor_cmd(dead_after: float, database_url: str | None) -> None:
             console.print(f"{head}: [bold green]OK[/]{_ok_detail(name, status)}")
         for p in found:
             console.print(
-                f"{head}: [{STYLE[p['severity']]}]{p['severity'].upper()}[/] {escape(p['what'])}"
+                f"{head}: [{STYLE[p['severity']]}]{p['severity'].upper()}[/] {markup_safe(p['what'])}"
             )
             _print_commands(p)
     code = _exit_code(status)
@@ -339,7 +339,9 @@ def _ok_detail(check: str, status: Mapping[str, Any]) -> str:
 # -- logs ---------------------------------------------------------------------------------------
 
 
-def _print_lines(rows: Sequence[Mapping[str, Any]]) -> None:
+def _print_lines(rows: Sequence[Mapping[str, Any]], mask: Masker) -> None:
+    """One line per log line: the message with the config's secrets masked and control
+    characters escaped (a plugin's text cannot drive the terminal or forge a line)."""
     for row in rows:
         if row.get("error") is not None:  # the error that ended a failed run
             message = (
@@ -349,8 +351,8 @@ def _print_lines(rows: Sequence[Mapping[str, Any]]) -> None:
         else:
             message = str(row["message"])
         click.echo(
-            f"{_when(row['ts'])}  run {row['run_id']}  {row['task'] or '-'}  "
-            f"{str(row['level']).upper():<7} {message}"
+            f"{_when(row['ts'])}  run {row['run_id']}  {visible(row['task'] or '-')}  "
+            f"{visible(str(row['level']).upper()):<7} {visible(mask.text(message))}"
         )
 
 
@@ -410,7 +412,10 @@ def logs_cmd(
         rows = _with_errors(lines, errors)[-limit:]
         if not rows and conn.execute(query("config_exists"), {"id": config_id}).fetchone() is None:
             raise store.NotFound(f"no config with id {config_id}")
-        _print_lines(rows)
+        # Lines are masked when recorded; masking again here covers lines recorded before
+        # that, and secrets changed since.
+        mask = Masker(store.config_secrets(conn, [config_id]).get(config_id, []))
+        _print_lines(rows, mask)
         if not rows:
             click.echo(
                 f"config {config_id} has no log lines and no failed run "
@@ -440,7 +445,7 @@ def logs_cmd(
                     if e["run_id"] not in shown
                 ]
                 shown.update(e["run_id"] for e in failed)
-                _print_lines(_with_errors(new, failed))
+                _print_lines(_with_errors(new, failed), mask)
                 if new:
                     last = new[-1]["id"]
         except KeyboardInterrupt:

@@ -22,7 +22,6 @@ from typing import Any
 import click
 from croniter import croniter
 from rich.console import Console
-from rich.markup import escape
 
 from runtime.cli import main
 from runtime.cli.db_cmds import (
@@ -33,7 +32,9 @@ from runtime.cli.db_cmds import (
     iso_utc,
     parse_assignments,
 )
-from runtime.store import SECRET_MASK, StoreError, validate_settings
+from runtime.jsonable import dumps
+from runtime.store import StoreError, validate_settings
+from runtime.text import Masker, markup_safe, secret_values
 from sandbox import (
     DEFAULT_LIMITS,
     Limits,
@@ -47,7 +48,7 @@ from sandbox import (
     load_plugin,
     resolve_limits,
 )
-from sandbox.manifest import defined_functions, parse_manifest
+from sandbox.manifest import defined_functions, loads_bounded, read_plugin_dir
 from sandbox.outcome import lowered_limits
 from sandbox.services import IPNetwork, LocalServices, parse_networks
 
@@ -78,16 +79,14 @@ def load_for_run(directory: str) -> Loaded:
         first_error = exc
     # load_plugin also parses main.py; tell a syntax error (a bad_plugin outcome) apart from a
     # bad manifest (bad input).
-    path = Path(directory)
     try:
-        manifest = parse_manifest(json.loads((path / "plugin.json").read_text(encoding="utf-8")))
-        source = (path / manifest.main).read_text(encoding="utf-8")
-    except (OSError, ValueError):  # ManifestError and JSON errors are ValueErrors
+        unparsed = read_plugin_dir(directory)
+    except ManifestError:
         raise BadInput(f"invalid plugin: {first_error}") from None
     try:
-        defined_functions(source, manifest.main)
+        defined_functions(unparsed.source, unparsed.manifest.main)
     except ManifestError as exc:  # main.py does not parse: a bad_plugin run, not bad input
-        return Loaded(Plugin(manifest=manifest, source=source), unparseable=str(exc))
+        return Loaded(unparsed, unparseable=str(exc))
     raise BadInput(f"invalid plugin: {first_error}")
 
 
@@ -117,13 +116,13 @@ def read_json_object(path: str, what: str, *, missing_ok: bool = False) -> dict[
     if missing_ok and not file.exists():
         return {}
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = loads_bounded(file.read_text(encoding="utf-8"), f"{what} {path}")
     except FileNotFoundError:
         raise BadInput(f"{what} {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{what} {path}: cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{what} {path}, line {exc.lineno}: not valid JSON: {exc.msg}") from None
+    except ValueError as exc:  # not JSON, or nested too deep
+        raise BadInput(str(exc)) from None
     if not isinstance(data, dict):
         raise BadInput(f"{what} {path}: must be a JSON object")
     return data
@@ -226,30 +225,10 @@ def write_storage(path: str, storage: Mapping[str, Any]) -> None:
         raise
 
 
-class Redactor:
-    """Masks secret setting values in anything printed."""
-
-    def __init__(self, plugin: Plugin, settings: Mapping[str, Any]) -> None:
-        schema = plugin.manifest.config_schema
-        values = {
-            str(v) if not isinstance(v, str) else v
-            for k, v in settings.items()
-            if k in schema and schema[k].secret and v not in (None, "")
-        }
-        self.secrets = sorted(values, key=len, reverse=True)
-
-    def __call__(self, value: Any) -> Any:
-        if not self.secrets:
-            return value
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, SECRET_MASK)
-            return value
-        if isinstance(value, Mapping):
-            return {self(str(k)): self(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self(v) for v in value]
-        return value
+def run_masker(plugin: Plugin, settings: Mapping[str, Any]) -> Masker:
+    """Masks this run's secret setting values inside what the plugin produced."""
+    schema = plugin.manifest.config_schema
+    return Masker(secret_values({k: f.secret for k, f in schema.items()}, settings))
 
 
 def report_json(
@@ -260,7 +239,11 @@ def report_json(
     jail: Jail,
     limits: Limits,
     run: RunInfo,
+    mask: Masker | None = None,
 ) -> dict[str, Any]:
+    """The report. `mask` is applied to what the plugin produced (logs, error, result, storage,
+    fetch calls), never to the report's own keys and text."""
+    mask = mask or Masker(())
     error = outcome.error
     layers = jail.layers
     return {
@@ -274,15 +257,21 @@ def report_json(
         "cpu_ms": outcome.cpu_ms,
         "max_rss_kb": outcome.max_rss_kb,
         "signal": outcome.signal,
-        "logs": [{"level": line.level, "message": line.message} for line in outcome.logs],
-        "error": {"type": error.type, "message": error.message, "traceback": list(error.traceback)}
+        "logs": [
+            {"level": line.level, "message": mask.text(line.message)} for line in outcome.logs
+        ],
+        "error": {
+            "type": mask.text(error.type),
+            "message": mask.text(error.message),
+            "traceback": [mask.text(t) for t in error.traceback],
+        }
         if error is not None
         else None,
-        "result": outcome.result,
-        "storage": dict(storage),
-        "storage_writes": dict(outcome.storage_writes) if outcome.ok else {},
-        "storage_deletes": list(outcome.storage_deletes) if outcome.ok else [],
-        "fetch_calls": list(outcome.fetch_calls),
+        "result": mask(outcome.result),
+        "storage": mask(dict(storage)),
+        "storage_writes": mask(dict(outcome.storage_writes)) if outcome.ok else {},
+        "storage_deletes": mask(list(outcome.storage_deletes)) if outcome.ok else [],
+        "fetch_calls": mask(list(outcome.fetch_calls)),
         "limits": {
             "timeout_s": limits.timeout_s,
             "cpu_s": limits.cpu_s,
@@ -299,7 +288,7 @@ _LEVEL_STYLE = {"debug": "dim", "info": "cyan", "warning": "yellow", "error": "r
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
+    text = dumps(value)
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -308,8 +297,8 @@ def report_text(data: Mapping[str, Any], before: Mapping[str, Any], console: Con
     ok = data["outcome"] == "ok"
     colour = "green" if ok else "red"
     console.print(
-        f"[bold]{escape(data['plugin'])}[/bold] {escape(data['version'])} · "
-        f"[bold]{escape(data['task'])}[/bold] · slot {escape(str(data['slot']))}"
+        f"[bold]{markup_safe(data['plugin'])}[/bold] {markup_safe(data['version'])} · "
+        f"[bold]{markup_safe(data['task'])}[/bold] · slot {markup_safe(str(data['slot']))}"
         + (" (backfilled)" if data["backfilled"] else "")
     )
     limits = data["limits"]
@@ -323,29 +312,29 @@ def report_text(data: Mapping[str, Any], before: Mapping[str, Any], console: Con
         for line in data["logs"]:
             style = _LEVEL_STYLE.get(line["level"], "")
             console.print(
-                f"  [{style}]{line['level']:<7}[/{style}] {escape(line['message'])}"
+                f"  [{style}]{markup_safe(line['level']):<7}[/{style}] {markup_safe(line['message'])}"
                 if style
-                else f"  {line['level']:<7} {escape(line['message'])}"
+                else f"  {markup_safe(line['level']):<7} {markup_safe(line['message'])}"
             )
     error = data["error"]
     if error is not None:
         console.print(
-            f"[bold red]error[/bold red] {escape(error['type'])}: {escape(error['message'])}"
+            f"[bold red]error[/bold red] {markup_safe(error['type'])}: {markup_safe(error['message'])}"
         )
         for tb_line, times in _collapse(error["traceback"]):
             repeat = f" [yellow](x{times})[/yellow]" if times > 1 else ""
-            console.print(f"  [dim]{escape(tb_line)}[/dim]{repeat}")
+            console.print(f"  [dim]{markup_safe(tb_line)}[/dim]{repeat}")
     if ok:
-        console.print(f"[bold]result[/bold] {escape(_short(data['result']))}")
+        console.print(f"[bold]result[/bold] {markup_safe(_short(data['result']))}")
     for call in data["fetch_calls"]:
         console.print(
-            f"[bold]fetch[/bold] {escape(str(call.get('method', 'GET')))} "
-            f"{escape(str(call.get('url', '')))}"
+            f"[bold]fetch[/bold] {markup_safe(str(call.get('method', 'GET')))} "
+            f"{markup_safe(str(call.get('url', '')))}"
         )
     _storage_diff(before, data["storage"], ok, console)
     _layers(data["layers"], data["layer_reasons"], console)
     console.print(
-        f"[bold]sandbox posture[/bold] {escape(data['posture'])} ({escape(data['posture_reason'])})"
+        f"[bold]sandbox posture[/bold] {markup_safe(data['posture'])} ({markup_safe(data['posture_reason'])})"
     )
 
 
@@ -369,13 +358,15 @@ def _storage_diff(
     changes = []
     for key in sorted(set(before) | set(after)):
         if key not in after:
-            changes.append(f"  [red]- {escape(key)}[/red]")
+            changes.append(f"  [red]- {markup_safe(key)}[/red]")
         elif key not in before:
-            changes.append(f"  [green]+ {escape(key)} = {escape(_short(after[key]))}[/green]")
+            changes.append(
+                f"  [green]+ {markup_safe(key)} = {markup_safe(_short(after[key]))}[/green]"
+            )
         elif before[key] != after[key]:
             changes.append(
-                f"  [yellow]~ {escape(key)}: {escape(_short(before[key]))} -> "
-                f"{escape(_short(after[key]))}[/yellow]"
+                f"  [yellow]~ {markup_safe(key)}: {markup_safe(_short(before[key]))} -> "
+                f"{markup_safe(_short(after[key]))}[/yellow]"
             )
     if changes:
         console.print("[bold]storage[/bold]")
@@ -389,11 +380,11 @@ def _layers(layers: Mapping[str, bool], reasons: Mapping[str, str], console: Con
     on = [name for name, active in layers.items() if active]
     off = [name for name, active in layers.items() if not active]
     console.print(
-        f"[bold]sandbox layers[/bold] [green]on:[/green] {escape(', '.join(on) or 'none')}"
+        f"[bold]sandbox layers[/bold] [green]on:[/green] {markup_safe(', '.join(on) or 'none')}"
     )
     for name in off:
         why = reasons.get(name, "unavailable on this host")
-        console.print(f"  [yellow]off: {escape(name)}[/yellow] ({escape(why)})")
+        console.print(f"  [yellow]off: {markup_safe(name)}[/yellow] ({markup_safe(why)})")
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -496,13 +487,13 @@ def run_command(
             write_storage(storage_file, after)
         except OSError as exc:
             fail(f"storage file {storage_file}: cannot write: {exc}", EXIT_ERROR)
-    redact = Redactor(plugin, settings)
-    data = redact(report_json(plugin, chosen, outcome, after, jail, limits, run))
+    mask = run_masker(plugin, settings)
+    data = report_json(plugin, chosen, outcome, after, jail, limits, run, mask)
     if as_json:
-        click.echo(json.dumps(data, default=str))
+        click.echo(dumps(data))
     else:
         console = Console(highlight=False)
         if not console.is_terminal and "COLUMNS" not in os.environ:
             console.width = 200
-        report_text(data, redact(storage), console)
+        report_text(data, mask(storage), console)
     raise click.exceptions.Exit(EXIT_OK if outcome.ok else EXIT_ERROR)

@@ -33,6 +33,13 @@ SELECT p.id, p.name, p.version, p.manifest, p.tasks
   FROM plugin_runtime.plugins p
  WHERE p.name = %(name)s;
 
+-- name: get_plugin_for_install
+-- The installed version of a plugin, locked: two installs of one name are serialised.
+SELECT p.id, p.version, p.manifest, p.source
+  FROM plugin_runtime.plugins p
+ WHERE p.name = %(name)s
+   FOR UPDATE;
+
 -- name: delete_plugin
 DELETE FROM plugin_runtime.plugins WHERE id = %(id)s;
 
@@ -43,12 +50,14 @@ RETURNING id;
 
 -- name: list_configs
 -- Secret settings (config_schema.KEY.secret = true) are masked here, in the database: their
--- values never reach the CLI. `id` NULL lists every config.
+-- values never reach the CLI. So is a stored setting the schema no longer declares (nothing
+-- says it is safe to show). `id` NULL lists every config.
 SELECT c.id, c.plugin_id, p.name AS plugin, p.version, c.enabled,
        c.quarantined_at, c.quarantine_reason, c.consecutive_failures,
        COALESCE((SELECT jsonb_object_agg(
                             s.key,
                             CASE WHEN p.manifest #> ARRAY['config_schema', s.key, 'secret'] = 'true'::jsonb
+                                   OR NOT COALESCE(p.manifest -> 'config_schema', '{}'::jsonb) ? s.key
                                  THEN '"***"'::jsonb ELSE s.value END)
                    FROM jsonb_each(c.settings) s), '{}'::jsonb) AS settings,
        COALESCE((SELECT jsonb_agg(t.name ORDER BY t.name)
@@ -58,6 +67,13 @@ SELECT c.id, c.plugin_id, p.name AS plugin, p.version, c.enabled,
   JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
  WHERE %(id)s::bigint IS NULL OR c.id = %(id)s::bigint
  ORDER BY c.id;
+
+-- name: config_secret_settings
+-- Raw settings and the schema, to mask secret values in what runs printed; internal use only.
+SELECT c.id, c.settings, p.manifest -> 'config_schema' AS config_schema
+  FROM plugin_runtime.plugin_configs c
+  JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
+ WHERE c.id = ANY(%(ids)s::bigint[]);
 
 -- name: get_config_for_update
 -- Raw (unmasked) settings and the manifest to validate changes against; for internal use only.
