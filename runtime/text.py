@@ -109,9 +109,16 @@ class Masker:
     def text(self, value: str) -> str:
         return self._pattern.sub(SECRET_MASK, value) if self._pattern is not None else value
 
+    def fields(self, record: Any) -> Any:
+        """A record the runtime wrote around plugin text (a run's error: type, message,
+        traceback): its own keys kept, its values masked. None stays None."""
+        if not isinstance(record, Mapping):
+            return self(record)
+        return {key: self(value) for key, value in record.items()}
+
     def __call__(self, value: Any) -> Any:
-        """A copy of `value` with secrets masked in every string (dict keys included: they are
-        the plugin's text too). Walks iteratively: any depth, never raises."""
+        """A copy of `value` with secrets masked in every string value (never in a mapping's
+        keys: a mask there could merge two keys). Walks iteratively: any depth, never raises."""
         if self._pattern is None:
             return value
         root: list[Any] = [value]
@@ -122,7 +129,7 @@ class Masker:
             if isinstance(item, str):
                 parent[key] = self.text(item)
             elif isinstance(item, Mapping):
-                copy = {self.text(k) if isinstance(k, str) else k: v for k, v in item.items()}
+                copy = dict(item)
                 parent[key] = copy
                 stack.extend((copy, k) for k in copy)
             elif isinstance(item, list | tuple):

@@ -10,6 +10,7 @@ exit 2 for bad input, 3 when the database cannot be reached, 1 for anything else
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager

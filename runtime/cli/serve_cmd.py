@@ -43,6 +43,15 @@ FILE_SECTION = "serve"
     help="Serve /metrics, /healthz, /readyz and the status page here.",
 )
 @click.option(
+    "--http-allowed-hosts",
+    "http_allowed_hosts",
+    default="",
+    metavar="NAMES",
+    help="Comma-separated host names the HTTP port answers to besides IP addresses, "
+    "localhost, this host's name and the bind address ('*.example.com' matches subdomains; "
+    "'*' any name).",
+)
+@click.option(
     "--capabilities",
     default="scheduledTasks",
     show_default=True,
@@ -164,6 +173,7 @@ def serve_command(
     concurrency: int,
     node_id: str | None,
     http_addr: str | None,
+    http_allowed_hosts: str,
     capabilities: str,
     quarantine_after: int,
     runs_retention_days: float,
@@ -265,7 +275,8 @@ def serve_command(
     if http_addr:
         from runtime.http import serve_http
 
-        serve_http(http_addr, node)
+        allowed = [h.strip() for h in http_allowed_hosts.split(",") if h.strip()]
+        serve_http(http_addr, node, allowed_hosts=allowed)
     node.run()
 
 

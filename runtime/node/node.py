@@ -342,7 +342,8 @@ class Node:
         metrics.RUN_DURATION.labels(run.label).observe(report.duration_ms / 1000.0)
         if outcome.killed:
             metrics.SANDBOX_KILLS.labels(outcome.value).inc()
-        error = error_summary(report.error)
+        # The error is the plugin's text: its config's secrets are masked in the log line too.
+        error = run.masker().text(error_summary(report.error))
         log.log(
             logging.INFO if report.ok else logging.WARNING,
             "run %s config %s task %s slot %s: %s in %.0f ms%s",

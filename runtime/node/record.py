@@ -105,18 +105,22 @@ def prepare(
     )
     entry = Entry(item, completion)
     try:
+        # The config's secret values are masked in what the plugin printed, raised and
+        # returned, before anything is stored (runtime.text.Masker; never the record's keys).
+        mask = run.masker()
         if report.error is not None:
             completion.error = storable(
                 {
-                    "type": report.error.type,
-                    "message": report.error.message,
-                    "traceback": report.error.traceback,
+                    "type": mask.text(str(report.error.type)),
+                    "message": mask.text(str(report.error.message)),
+                    "traceback": [mask.text(str(t)) for t in report.error.traceback],
                 },
                 "the error",
             )
-        completion.result = storable(report.result, "the result")
+        completion.result = storable(mask(report.result), "the result")
         completion.logs = [
-            {"level": text(line.level), "message": text(line.message)} for line in report.logs
+            {"level": text(line.level), "message": text(mask.text(str(line.message)))}
+            for line in report.logs
         ]
         if report.ok:
             entry.writes = {

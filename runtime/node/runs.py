@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from runtime.schedule import TaskState
+from runtime.text import Masker, secret_values
 from sandbox.manifest import Cadence, Plugin
 from sandbox.outcome import RunReport
 
@@ -34,6 +35,12 @@ class ClaimedRun:
     plugin: Plugin
     offset_s: float = 0.0
     manual: bool = False
+
+    def masker(self) -> Masker:
+        """Masks this config's secret values in what its run printed, raised and returned
+        (runtime.text: the database and the node's log never hold them)."""
+        schema = self.plugin.manifest.config_schema
+        return Masker(secret_values({k: f.secret for k, f in schema.items()}, self.values))
 
     @property
     def label(self) -> str:
