@@ -155,6 +155,10 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
             fail(str(exc), EXIT_ERROR)
         except psycopg.Error as exc:
             fail(f"database error: {failure_reason(exc)}", EXIT_ERROR)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line, never a traceback
+            fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_ERROR)
         raise AssertionError("unreachable")  # fail() always raises
 
     return wrapper
