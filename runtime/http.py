@@ -93,7 +93,7 @@ def page(name: str) -> bytes:
 class HttpLimits:
     """How much of the node a stranger on the port can use."""
 
-    max_connections: int = 256
+    max_connections: int = 1024
     read_timeout_s: float = 5.0
     write_timeout_s: float = 10.0
     db_workers: int = 2
