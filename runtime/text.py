@@ -116,9 +116,27 @@ class Masker:
             return self(record)
         return {key: self(value) for key, value in record.items()}
 
+    def _masked_keys(self, mapping: Mapping[Any, Any]) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        renamed: list[tuple[str, Any]] = []
+        for key, value in mapping.items():
+            masked = self.text(key) if isinstance(key, str) else key
+            if masked == key:
+                out[key] = value
+            else:
+                renamed.append((masked, value))
+        for masked, value in renamed:  # after the untouched keys, so those keep their names
+            name, n = masked, 1
+            while name in out:
+                n += 1
+                name = f"{masked}#{n}"
+            out[name] = value
+        return out
+
     def __call__(self, value: Any) -> Any:
-        """A copy of `value` with secrets masked in every string value (never in a mapping's
-        keys: a mask there could merge two keys). Walks iteratively: any depth, never raises."""
+        """A copy of `value` (plugin data) with secrets masked in every string, the keys of its
+        mappings included; a key that masking would merge with another gets a `#2`, `#3`...
+        suffix, so nothing is lost. Walks iteratively: any depth, never raises."""
         if self._pattern is None:
             return value
         root: list[Any] = [value]
@@ -129,7 +147,7 @@ class Masker:
             if isinstance(item, str):
                 parent[key] = self.text(item)
             elif isinstance(item, Mapping):
-                copy = dict(item)
+                copy = self._masked_keys(item)
                 parent[key] = copy
                 stack.extend((copy, k) for k in copy)
             elif isinstance(item, list | tuple):

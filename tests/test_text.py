@@ -43,13 +43,21 @@ def test_markup_is_printed_not_interpreted() -> None:
     assert "[link=https://evil.example]x[/link]" in text
 
 
-def test_masking_only_touches_string_values_never_keys() -> None:
+def test_masking_touches_every_string_of_plugin_data_and_loses_no_key() -> None:
     mask = Masker(["k"])
-    value = {"key": "my key is k", "nested": [{"k": "kk"}, 5, None, True], "k": 1.5}
-    assert mask(value) == {
-        "key": f"my {SECRET_MASK}ey is {SECRET_MASK}",
-        "nested": [{"k": SECRET_MASK * 2}, 5, None, True],
+    value = {
+        "ey": 0,
+        "key": "my key is k",
+        "nested": [{"k": "kk"}, 5, None, True],
         "k": 1.5,
+        "***": 2,
+    }
+    assert mask(value) == {
+        "ey": 0,
+        "***ey": "my ***ey is ***",
+        "nested": [{"***": "******"}, 5, None, True],
+        "***": 2,
+        "***#2": 1.5,
     }
     assert value["key"] == "my key is k"  # a copy: the input is left alone
 
