@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 
 from runtime.jsonable import iso_utc
+from runtime.text import visible
 
 RUN_FIELDS = ("run_id", "config_id", "task", "slot", "outcome", "error")
 
@@ -30,6 +31,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Readable lines whose message has its control characters escaped: a message may quote a
+    plugin's text (an error, a name), which must not drive the operator's terminal. (JSON lines
+    are safe as they are: the encoder escapes control characters.)"""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+        record.message = visible(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(fmt: str | None = None, level: str = "info") -> None:
     """`fmt`: "json", "text", or None (text on a terminal, JSON otherwise)."""
     if fmt is None:
@@ -38,9 +49,7 @@ def setup_logging(fmt: str | None = None, level: str = "info") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-        )
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -140,3 +140,24 @@ def test_dumps_is_valid_json_whatever_the_value() -> None:
     assert parsed["nan"] is None and parsed["inf"] == [None, None]
     assert parsed["big"].startswith("<integer of")
     assert TOO_DEEP in text
+
+
+def test_serve_log_lines_escape_plugin_text() -> None:
+    import logging
+
+    from runtime.logs import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord(
+        "plugin_runtime",
+        logging.ERROR,
+        __file__,
+        1,
+        "plugin %s: %s",
+        ("p\x1b]52;c;x\x07", "a\nb"),
+        None,
+    )
+    line = TextFormatter("%(levelname)s %(message)s").format(record)
+    assert line == "ERROR plugin p\\x1b]52;c;x\\x07: a\\nb"
+    as_json = JsonFormatter().format(record)
+    assert "\x1b" not in as_json and "\n" not in as_json
+    assert json.loads(as_json)["message"] == "plugin p\x1b]52;c;x\x07: a\nb"
