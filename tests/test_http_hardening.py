@@ -290,3 +290,49 @@ def test_hundreds_of_slow_and_fast_clients(
     # Twelve seconds of requests: about one status query per 2 s interval, not one per request.
     assert len(backends) <= 12, f"{len(backends)} connections for {len(fast_answers)} requests"
     assert after - before >= 10, f"only {after - before} runs finished during the load"
+
+
+# -- the page shows plugin text as text ---------------------------------------------------------
+
+HOSTILE = "\x1b[2J\x1b]52;c;eA==\x07<img src=x onerror=alert(1)>\u202eevil"
+
+
+def test_status_page_shows_control_characters_as_text(
+    port_server: HttpServer, database_url: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from runtime import store
+    from runtime.db import connect
+    from sandbox.manifest import load_plugin
+
+    plugin = tmp_path / "p"
+    plugin.mkdir()
+    (plugin / "plugin.json").write_text('{"name": "shown"}')
+    (plugin / "main.py").write_text("def run_every_minute(meta):\n    return 1\n")
+    with connect(database_url) as conn:
+        store.install_plugin(conn, load_plugin(plugin))
+        config_id = store.create_config(conn, "shown", {})
+        conn.execute(
+            "UPDATE plugin_runtime.plugin_configs SET quarantined_at = now(), "
+            "quarantine_reason = %s WHERE id = %s",
+            (HOSTILE, config_id),
+        )
+    port = port_server.server_address[1]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#quarantined").filter(has_text="\\x1b[2J").wait_for(timeout=15000)
+            shown = page.locator("#quarantined").inner_text()
+            assert "\\x1b]52;c;eA==\\x07" in shown and "\\u202eevil" in shown
+            assert "<img src=x onerror=alert(1)>" in shown  # as text: no element, no script
+            assert page.locator("#quarantined img").count() == 0 and not dialogs
+            assert "\x1b" not in page.content()
+        finally:
+            browser.close()
