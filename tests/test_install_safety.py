@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from runtime import schedule
 from sandbox.manifest import (
     MAX_MANIFEST_BYTES,
     MAX_SOURCE_BYTES,
@@ -212,3 +215,35 @@ def test_install_copies_nothing_it_did_not_check(tmp_path: Path) -> None:
     plugin = load_plugin(directory)
     shutil.rmtree(directory)
     assert plugin.source == MAIN
+
+
+_FIELD = {
+    "minute": st.sampled_from(["*", "0", "59", "*/7", "5-10", "1,31,59", "60"]),
+    "hour": st.sampled_from(["*", "0", "23", "*/5", "22-23", "24"]),
+    "day": st.sampled_from(["*", "1", "28", "29", "30", "31", "L", "*/10", "15-31", "0", "32"]),
+    "month": st.sampled_from(["*", "1", "2", "4", "2,4", "*/6", "11-12", "13"]),
+    "weekday": st.sampled_from(["*", "0", "1", "6", "7", "1#5", "5#1", "1-5", "sun", "1#6", "5L"]),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.tuples(*_FIELD.values()),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2300, 1, 1)),
+)
+def test_whatever_install_accepts_the_scheduler_can_place(
+    fields: tuple[str, ...], now: datetime
+) -> None:
+    """The install check and the scheduler agree: an expression validate_cron accepts always
+    has a slot at or before, at or after and after any time the scheduler may ask about."""
+    expression = " ".join(fields)
+    when = now.replace(tzinfo=UTC)
+    try:
+        validate_cron(expression, "schedules.f", now=when)
+    except ManifestError as exc:
+        assert "field 'schedules.f'" in str(exc)
+        return
+    previous = schedule.slot_at_or_before(expression, when)
+    following = schedule.first_slot_at_or_after(expression, when)
+    assert previous <= when <= following
+    assert schedule.slot_after(expression, following) > following

@@ -28,6 +28,7 @@ from runtime.cli.db_cmds import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     OneLineErrorCommand,
+    cli_errors,
     fail,
     iso_utc,
     parse_assignments,
@@ -424,6 +425,7 @@ def _layers(layers: Mapping[str, bool], reasons: Mapping[str, str], console: Con
     "does (e.g. 10.20.0.0/16,127.0.0.1).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a report.")
+@cli_errors
 def run_command(
     plugin_dir: str,
     task: str | None,
