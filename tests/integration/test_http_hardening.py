@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
+from browser import HOW_TO_GET_ONE, find_chromium
 
 from runtime.http import HttpLimits, HttpServer, StatusCache, host_allowed
 from runtime.testing.fleet import Fleet
@@ -319,9 +320,12 @@ def test_status_page_shows_control_characters_as_text(
             (HOSTILE, config_id),
         )
     port = port_server.server_address[1]
+    executable = find_chromium()
+    if executable is None:
+        pytest.fail(HOW_TO_GET_ONE, pytrace=False)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+            executable_path=executable, args=["--headless", "--no-sandbox"]
         )
         try:
             page = browser.new_page()
