@@ -191,7 +191,7 @@ def test_run_report_escapes_and_masks(cli_runner: CliRunner, tmp_path: Path) -> 
         "def run_every_minute(meta):\n"
         f"    print({HOSTILE + MARKUP!r})\n"
         "    meta.logger.info('token=' + meta.config['token'])\n"
-        f"    return {{'nan': float('nan'), 'inf': float('inf'), 'text': {HOSTILE!r}, "
+        f"    return {{'n': 1.5, 'text': {HOSTILE!r}, "
         "'t': meta.config['token']}\n"
     )
     for secret in (SECRET, "t", '"'):  # a one-character secret must not corrupt the report
@@ -203,7 +203,7 @@ def test_run_report_escapes_and_masks(cli_runner: CliRunner, tmp_path: Path) -> 
         )
         data = _strict_json(_check(as_json))
         assert data["outcome"] == "ok" and data["task"] == "run_every_minute"
-        assert data["result"]["nan"] is None and data["result"]["inf"] is None
+        assert data["result"]["n"] == 1.5  # (a NaN result is refused by the sandbox itself)
         assert data["result"][Masker([secret]).text("t")] == "***"  # "t" masks keys too
         assert {"plugin", "version", "logs", "result", "error"} <= set(data)
         assert data["logs"][-1]["message"].endswith("=***")
