@@ -56,6 +56,8 @@ def test_serve_never_records_a_secret_a_plugin_printed(
         )
         runs = fleet.runs("outcome IS NOT NULL")
         logs = fleet.query("SELECT message FROM plugin_runtime.logs")
+        node_log = fleet.nodes[0].log_text()
+    assert "bad token ***" in node_log and SECRET not in node_log  # serve's own log lines
     recorded = json.dumps([{k: str(v) for k, v in r.items()} for r in runs]) + json.dumps(logs)
     assert SECRET not in recorded
     ok = next(r for r in runs if r["task"] == "run_every_minute" and r["outcome"] == "ok")
