@@ -285,12 +285,14 @@ class HttpServer:
         masking, secrets changed since)."""
         url = self.supervisor.url
         try:
-            if kind == "configs":
-                return _json(200, page_data.config_page(url, item))
-            run = page_data.run_page(url, item)
+            data = (page_data.config_page if kind == "configs" else page_data.run_page)(url, item)
+            config_id = data["config"]["config_id"] if kind == "configs" else data["config_id"]
             with connect(url, connect_timeout=3, application_name="plugin-runtime page") as conn:
-                secrets = store.config_secrets(conn, [run["config_id"]])
-            mask = Masker(secrets.get(run["config_id"], []))
+                secrets = store.config_secrets(conn, [config_id])
+            mask = Masker(secrets.get(config_id, []))
+            if kind == "configs":
+                return _json(200, mask.values(data))
+            run = data
             run["error"] = mask.fields(run.get("error"))
             run["error_summary"] = mask(run.get("error_summary"))
             run["logs"] = [mask.fields(line) for line in run.get("logs") or []]

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from runtime import store
 from runtime.db import (
     DatabaseUnavailable,
     DbFailure,
@@ -32,6 +33,7 @@ from runtime.jsonable import iso_utc
 from runtime.node.settings import DEAD_AFTER_S
 from runtime.queries import query
 from runtime.run_error import error_summary
+from runtime.text import Masker
 from sandbox.layers import EXPOSES
 
 # Windows are in scheduler time (runtime/fleet_clock.py): a fast test clock shortens them.
@@ -140,7 +142,11 @@ def collect_status(
         conn, "status_worst_configs", {"window_s": WORST_WINDOW_S, "top": TOP, "now": now}
     )
     attention = _rows(conn, "status_attention_configs", {"failing_from": 1})
+    # A failed run's error is its plugin's text: its config's secrets are masked.
+    secrets = store.config_secrets(conn, [row["config_id"] for row in attention])
     for row in attention:
+        mask = Masker(secrets.get(row["config_id"], []))
+        row["last_error"] = mask.fields(row["last_error"])
         row["last_error_summary"] = error_summary(row["last_error"])
     return {
         "generated_at": now,

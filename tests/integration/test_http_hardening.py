@@ -340,3 +340,49 @@ def test_status_page_shows_control_characters_as_text(
             assert "\x1b" not in page.content()
         finally:
             browser.close()
+
+
+def test_run_and_config_data_mask_the_configs_secrets(
+    port_server: HttpServer, database_url: str, tmp_path: Path
+) -> None:
+    import json
+
+    from psycopg.types.json import Jsonb
+
+    from runtime import store
+    from runtime.db import connect
+    from sandbox.manifest import load_plugin
+
+    secret = "tok-9f8e7d-secret"
+    plugin = tmp_path / "v"
+    plugin.mkdir()
+    (plugin / "plugin.json").write_text(
+        json.dumps({"name": "vault", "config_schema": {"token": {"secret": True}}})
+    )
+    (plugin / "main.py").write_text("def run_every_minute(meta):\n    return 1\n")
+    with connect(database_url) as conn:
+        store.install_plugin(conn, load_plugin(plugin))
+        config_id = store.create_config(conn, "vault", {"token": secret})
+        run = conn.execute(
+            "INSERT INTO plugin_runtime.runs (config_id, task, slot, state, outcome, "
+            "finished_at, error, result) VALUES (%s, 'run_every_minute', now(), 'done', "
+            "'error', now(), %s, %s) RETURNING id",
+            (
+                config_id,
+                Jsonb({"type": "E", "message": f"bad {secret}", "traceback": [secret]}),
+                Jsonb({"t": secret}),
+            ),
+        ).fetchone()
+        assert run is not None
+        conn.execute(
+            "INSERT INTO plugin_runtime.logs (run_id, config_id, level, message) "
+            "VALUES (%s, %s, 'info', %s)",
+            (run["id"], config_id, f"token={secret}"),
+        )
+    port = port_server.server_address[1]
+    for path in (f"/api/runs/{run['id']}", f"/api/configs/{config_id}"):
+        code, body = _get(port, path, host="127.0.0.1")
+        assert code == 200, body
+        assert secret.encode() not in body
+    code, body = _get(port, f"/api/runs/{run['id']}", host="127.0.0.1")
+    assert b"bad ***" in body and b"token=***" in body
