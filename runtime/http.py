@@ -290,12 +290,19 @@ class HttpServer:
             with connect(url, connect_timeout=3, application_name="plugin-runtime page") as conn:
                 secrets = store.config_secrets(conn, [config_id])
             mask = Masker(secrets.get(config_id, []))
-            if kind == "configs":
-                return _json(200, mask.values(data))
+            if kind == "configs":  # only the slots' errors are the plugin's text
+                for grid in data["grids"]:
+                    for slot in grid.get("slots") or []:
+                        if isinstance(slot.get("error"), str):
+                            slot["error"] = mask.text(slot["error"])
+                return _json(200, data)
             run = data
             run["error"] = mask.fields(run.get("error"))
             run["error_summary"] = mask(run.get("error_summary"))
-            run["logs"] = [mask.fields(line) for line in run.get("logs") or []]
+            run["logs"] = [
+                {**line, "message": mask.text(str(line.get("message")))}
+                for line in run.get("logs") or []
+            ]
             run["result_preview"] = mask(run.get("result_preview"))
             return _json(200, run)
         except store.NotFound as exc:

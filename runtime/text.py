@@ -109,28 +109,6 @@ class Masker:
     def text(self, value: str) -> str:
         return self._pattern.sub(SECRET_MASK, value) if self._pattern is not None else value
 
-    def values(self, record: Any) -> Any:
-        """A structure the runtime built that quotes plugin text somewhere inside (a status
-        snapshot, a page's data): every string masked, no key touched, at any depth."""
-        if self._pattern is None:
-            return record
-        root: list[Any] = [record]
-        stack: list[tuple[Any, Any]] = [(root, 0)]
-        while stack:
-            parent, key = stack.pop()
-            item = parent[key]
-            if isinstance(item, str):
-                parent[key] = self.text(item)
-            elif isinstance(item, Mapping):
-                copy = dict(item)
-                parent[key] = copy
-                stack.extend((copy, k) for k in copy)
-            elif isinstance(item, list | tuple):
-                items = list(item)
-                parent[key] = items
-                stack.extend((items, i) for i in range(len(items)))
-        return root[0]
-
     def fields(self, record: Any) -> Any:
         """A record the runtime wrote around plugin text (a run's error: type, message,
         traceback): its own keys kept, its values masked. None stays None."""
