@@ -111,7 +111,7 @@ def port_server(database_url: str) -> Iterator[HttpServer]:
     events[1].set()
     supervisor = SimpleNamespace(
         url=database_url,
-        settings=SimpleNamespace(node_id="n1"),
+        settings=SimpleNamespace(node_id="n1", dead_after_s=20.0),
         db_ok=events[0],
         ready=events[1],
         stopping=events[2],
