@@ -66,7 +66,6 @@ ADMIN_TOKEN_ENV = "PLUGIN_RUNTIME_ADMIN_TOKEN"
 QUARANTINE_REFRESH_S = 10.0
 MAX_HEAD_BYTES = 16 * 1024
 WEB = Path(__file__).parent / "web"
-STATUS_PAGE = WEB / "status.html"
 _PAGE_PATH = re.compile(r"^/(?P<kind>configs|runs)/(?P<id>\d{1,18})/?$")
 _API_PATH = re.compile(r"^/api/(?P<kind>configs|runs)/(?P<id>\d{1,18})$")
 _ACTION = re.compile(
@@ -86,6 +85,7 @@ def page(name: str) -> bytes:
     text = (WEB / name).read_text(encoding="utf-8")
     text = text.replace("/* page.css */", (WEB / "page.css").read_text(encoding="utf-8"))
     text = text.replace("/* common.js */", (WEB / "common.js").read_text(encoding="utf-8"))
+    text = text.replace("/* visible.js */", (WEB / "visible.js").read_text(encoding="utf-8"))
     return text.encode()
 
 
@@ -236,7 +236,7 @@ class HttpServer:
             limits.status_interval_s,
             self.pool,
         )
-        self.page = STATUS_PAGE.read_bytes()
+        self.page = page("status.html")
         self.pages = {"configs": page("config.html"), "runs": page("run.html")}
         self.open_connections = 0
         self.pending_db = 0

@@ -1,16 +1,7 @@
 // Shared by the config and run pages (inlined by the node at serve time: no external asset).
 // Every value from the server is set as text, never as HTML, with control characters, lone
-// surrogates and bidi overrides shown as escapes (runtime/text.py's `visible`, the same set;
-// status.html has its own copy).
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu;
-const NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"};
-function visible(text) {
-  return String(text).replace(UNSAFE, ch => {
-    if (NAMED[ch]) return NAMED[ch];
-    const code = ch.charCodeAt(0);
-    return code <= 0xff ? "\\x" + code.toString(16).padStart(2, "0") : "\\u" + code.toString(16).padStart(4, "0");
-  });
-}
+// surrogates and bidi overrides shown as escapes (visible.js).
+/* visible.js */
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, visible(v));
