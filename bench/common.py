@@ -54,10 +54,30 @@ def server_url() -> str:
     return os.environ.get(SERVER_ENV, DEFAULT_SERVER)
 
 
-def result(name: str, value: float | str) -> None:
-    """The last line of every benchmark: `<name>: <value>`."""
+@dataclass
+class Figure:
+    """One recorded figure, with the 1-minute load average when it was taken and its conditions
+    (for `make bench`'s table)."""
+
+    name: str
+    value: float | str
+    load: float
+    note: str = ""
+
+
+FIGURES: list[Figure] = []  # every figure recorded in this process, in order
+
+
+def record(name: str, value: float | str, note: str = "") -> None:
+    """Print `<name>: <value>` and keep it for the summary table."""
+    FIGURES.append(Figure(name, value, os.getloadavg()[0], note))
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
     print(f"{name}: {text}", flush=True)
+
+
+def result(name: str, value: float | str, note: str = "") -> None:
+    """The last line of every benchmark: `<name>: <value>`."""
+    record(name, value, note)
 
 
 # -- the machine's limit ------------------------------------------------------------------------

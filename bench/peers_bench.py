@@ -152,7 +152,7 @@ def main(argv: list[str], quick: bool) -> dict[str, PeerFigures]:
     if args.jobs < 1 or args.concurrency < 1 or args.configs < 1 or args.seconds <= 0:
         parser.error("--jobs, --concurrency, --configs and --seconds must be positive")
     forks = fork_rate(1.0)
-    sandbox = measure_sandbox(500 if quick else 3000, 1.0, 32)
+    sandbox = measure_sandbox(500 if quick else 3000, 1.0, 32, split_runs=0)
     print(f"bare fork+_exit+waitpid: {forks:.0f}/s; sandbox alone: {sandbox.sandbox_per_s:.0f}/s")
     ours = measure_engine(
         args.configs,
@@ -190,6 +190,15 @@ def main(argv: list[str], quick: bool) -> dict[str, PeerFigures]:
                 f"vs {peer.name}: {mine.per_s / peer.per_s:.2f}x the runs per second, "
                 f"{mine.statements_per_job / max(peer.statements_per_job, 1e-9):.4f}x the statements per run"
             )
+    if ours.budget is not None:
+        print(ours.budget.describe(mine.per_s))
+        if "procrastinate" in figures:
+            needed = ours.budget.cores * 1000.0 / figures["procrastinate"].per_s
+            print(
+                f"target >= 1.0 x Procrastinate ({figures['procrastinate'].per_s:.0f}/s) needs <= "
+                f"{needed:.3f} ms of CPU per run on {ours.budget.cores} cores; measured "
+                f"{ours.budget.total_ms:.3f} ms"
+            )
     plots.bars(
         {
             "bare fork": forks,
@@ -216,5 +225,10 @@ def main(argv: list[str], quick: bool) -> dict[str, PeerFigures]:
     )
     if "procrastinate" not in figures:
         raise BenchError("Procrastinate could not be measured: no vs_procrastinate figure")
-    result("vs_procrastinate", round(mine.per_s / figures["procrastinate"].per_s, 3))
+    result(
+        "vs_procrastinate",
+        round(mine.per_s / figures["procrastinate"].per_s, 3),
+        note=f"{mine.per_s:.0f}/s vs {figures['procrastinate'].per_s:.0f}/s ({args.jobs} jobs)"
+        + (f"; CPU bound {ours.budget.bound_per_s:.0f}/s" if ours.budget else ""),
+    )
     return figures

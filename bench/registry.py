@@ -44,6 +44,9 @@ def run_all(quick: bool, argv: list[str]) -> int:
             print(f"error: {name}: {exc}", flush=True)
             failed.append(name)
         print(f"  ({name} took {time.perf_counter() - start:.0f} s)\n", flush=True)
+    from bench.targets import table
+
+    print(table(), flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0

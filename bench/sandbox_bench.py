@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import PLUGINS_DIR, BenchError, fork_rate, result
+from bench.budget import CpuBudget, CpuMeter, StepSplit, print_budget, step_split
+from bench.common import PLUGINS_DIR, BenchError, fork_rate, record, result
 from sandbox import DEFAULT_LIMITS, RunRequest, Sandbox, load_plugin
 from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN
 
@@ -42,6 +43,8 @@ class SandboxFigures:
     layers: dict[str, bool]
     # multiprocess.Process per run, by start method: (runs per second, outcomes)
     multiprocess: dict[str, tuple[float, dict[str, int]]] = field(default_factory=dict)
+    budget: CpuBudget | None = None  # CPU per run by part, over the headline runs
+    split: StepSplit | None = None  # the same runs step by step, on a step-timed fork server
 
     @property
     def ratio(self) -> float:
@@ -157,15 +160,30 @@ def multiprocess_rate(method: str, runs: int, inflight: int) -> tuple[float, dic
     return runs / elapsed, outcomes
 
 
-def measure(runs: int, fork_seconds: float, inflight: int, mp_runs: int = 0) -> SandboxFigures:
+def measure(
+    runs: int, fork_seconds: float, inflight: int, mp_runs: int = 0, *, split_runs: int = 500
+) -> SandboxFigures:
+    """The rates and the CPU budget; `split_runs` more runs on a step-timed fork server (0:
+    none); `mp_runs` multiprocess.Process runs per start method (0: none)."""
     with Sandbox() as sandbox:
         sandbox_rate(sandbox, min(50, runs), inflight)  # warm: the plugin compiled, the pages hot
         forks_before = fork_rate(fork_seconds)
-        per_s, outcomes = sandbox_rate(sandbox, runs, inflight)
+        (per_s, outcomes), budget = CpuMeter(sandbox).measure(
+            runs, lambda: sandbox_rate(sandbox, runs, inflight)
+        )
         forks_after = fork_rate(fork_seconds)
         layers = dict(sandbox.layers)
     # The fork rate is taken before and after (same process, same memory), the mean reported.
     figures = SandboxFigures((forks_before + forks_after) / 2, per_s, runs, outcomes, layers)
+    figures.budget = budget
+    split_runs = min(runs, split_runs)
+    if split_runs > 0:
+
+        def timed_runs(timed: Sandbox) -> None:
+            sandbox_rate(timed, min(50, split_runs), inflight)
+            sandbox_rate(timed, split_runs, inflight)
+
+        figures.split = step_split(timed_runs)
     for method in MP_METHODS if mp_runs else ():
         figures.multiprocess[method] = multiprocess_rate(method, mp_runs, inflight)
     return figures
@@ -206,6 +224,21 @@ def main(argv: list[str], quick: bool) -> SandboxFigures:
             f"multiprocess.Process per run, {method} ({mp_runs}, {args.inflight} in flight, "
             f"same rlimits): {mp_per_s:.0f}/s; sandbox is {figures.sandbox_per_s / mp_per_s:.2f}x"
         )
-        print(f"sandbox_vs_multiprocess_{method}: {figures.sandbox_per_s / mp_per_s:.4g}")
-    result("sandbox_vs_fork", figures.ratio)
+        record(
+            f"sandbox_vs_multiprocess_{method}",
+            figures.sandbox_per_s / mp_per_s,
+            note=f"{figures.sandbox_per_s:.0f}/s vs {mp_per_s:.0f}/s, {mp_runs} runs",
+        )
+    if figures.budget is not None and figures.split is not None:
+        print_budget(figures.budget, figures.split, figures.sandbox_per_s)
+        needed = figures.budget.cores * 1000.0 / (1.1 * figures.fork_per_s)
+        print(
+            f"target >= 1.1 x bare fork needs <= {needed:.3f} ms of CPU per run on "
+            f"{figures.budget.cores} cores; measured {figures.budget.total_ms:.3f} ms"
+        )
+    result(
+        "sandbox_vs_fork",
+        figures.ratio,
+        note=f"{figures.sandbox_per_s:.0f}/s vs {figures.fork_per_s:.0f}/s, {figures.runs} runs",
+    )
     return figures

@@ -96,10 +96,13 @@ class Sandbox:
         fetch_workers: int = 16,
         max_fetches_per_config: int = limits.MAX_FETCHES_IN_FLIGHT_PER_CONFIG,
         refuse_namespaces: bool | None = None,
+        step_timing: str | None = None,
     ) -> None:
         """`refuse_namespaces` (default: $PLUGIN_RUNTIME_REFUSE_USERNS=1) is a test hook: the
         fork server first refuses itself `unshare` and namespace clones, as a container's default
-        seccomp profile does, so the posture of such hosts is really exercised."""
+        seccomp profile does, so the posture of such hosts is really exercised.
+        `step_timing` (bench only, off by default) makes the fork server time each step of
+        every run and write the figures to that path when it stops (sandbox/steptiming.py)."""
         self.services: MetaServices = services or LocalServices()
         self.caps = caps
         self._netns = netns
@@ -107,6 +110,8 @@ class Sandbox:
         if refuse_namespaces is None:
             refuse_namespaces = os.environ.get(REFUSE_USERNS_ENV) == "1"
         self._refuse_namespaces = refuse_namespaces
+        # Bench only (sandbox/steptiming.py): where the fork server writes per-step CPU figures.
+        self._step_timing = step_timing
         self._lock = threading.Lock()
         self._runs: dict[int, _Run] = {}
         self._new: list[_Run] = []
@@ -170,6 +175,8 @@ class Sandbox:
             args.append("--allow-unrestricted")
         if self._refuse_namespaces:
             args.append("--refuse-namespaces")
+        if self._step_timing is not None:
+            args += ["--step-timing", self._step_timing]
         self._hello.clear()
         self._proc = subprocess.Popen(
             args,

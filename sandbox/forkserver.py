@@ -43,10 +43,17 @@ class ActiveRun:
     started: float
     deadline: float
     killed_for: str | None = None
+    timing_slot: int | None = None  # bench-only step timing (sandbox/steptiming.py)
 
 
 class ForkServer:
-    def __init__(self, control: socket.socket, plan: JailPlan, allow_unrestricted: bool) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        plan: JailPlan,
+        allow_unrestricted: bool,
+        step_timing: str | None = None,
+    ) -> None:
         self.control = control
         self.plan = plan
         self.allow_unrestricted = allow_unrestricted
@@ -61,6 +68,14 @@ class ForkServer:
         self.import_guard.preload()
         self.run_seq = 0
         self._last_sweep = 0.0
+        # Bench-only (`--step-timing`): None in production, and then nothing below is timed.
+        self.timing: Any = None
+        if step_timing is not None:
+            from sandbox import steptiming
+            from sandbox.child import _execute
+
+            self.timing = steptiming.StepTiming(step_timing)
+            self._watched = steptiming.watched_codes(JailPlan.enter, run_child, _execute)
 
     def send(self, message: dict[str, Any]) -> None:
         protocol.send(self.control, message)
@@ -144,10 +159,18 @@ class ForkServer:
             code = compiled
         limits = spec["limits"]
         self.run_seq += 1
+        timing, slot = self.timing, None
+        if timing is not None:
+            slot = timing.take_slot()
+            t0 = time.thread_time_ns()
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             gc.disable()
+            if slot is not None:
+                from sandbox.steptiming import start_child
+
+                start_child(timing.area, slot, self._watched)
             try:
                 self.plan.enter(
                     channel_fd,
@@ -170,6 +193,8 @@ class ForkServer:
                 finally:
                     os._exit(70)
             os._exit(0)
+        if timing is not None:
+            t1 = time.thread_time_ns()
         os.close(channel_fd)
         try:
             pidfd = os.pidfd_open(pid)
@@ -188,12 +213,19 @@ class ForkServer:
             pidfd=pidfd,
             started=started,
             deadline=started + limits["timeout_s"],
+            timing_slot=slot,
         )
         self.runs[run_id] = run
         self.by_pid[pid] = run
         self.selector.register(pidfd, selectors.EVENT_READ, run)
+        if timing is not None:
+            t2 = time.thread_time_ns()
+            timing.server_ns["fork"] += t1 - t0
+            timing.server_ns["prepare"] += t2 - t1
 
     def _on_exit(self, run: ActiveRun) -> None:
+        if self.timing is not None:
+            t0 = time.thread_time_ns()
         try:
             _, status, rusage = os.wait4(run.pid, 0)
         except ChildProcessError:
@@ -216,6 +248,9 @@ class ForkServer:
                 "timeout_s": run.deadline - run.started,
             }
         )
+        if self.timing is not None:
+            self.timing.collect(run.timing_slot, rusage)
+            self.timing.server_ns["exit"] += time.thread_time_ns() - t0
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -276,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-netns", action="store_true")
     parser.add_argument("--allow-unrestricted", action="store_true")
     parser.add_argument("--refuse-namespaces", action="store_true")
+    parser.add_argument("--step-timing", metavar="PATH", help="bench only: sandbox/steptiming.py")
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.fd)
     supervisor = os.getppid()
@@ -290,12 +326,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)  # the supervisor died meanwhile
     # Nothing of any environment reaches a child (the supervisor already passed a clean one).
     os.environ.clear()
-    server = ForkServer(control, plan, args.allow_unrestricted)
+    server = ForkServer(control, plan, args.allow_unrestricted, args.step_timing)
     # Everything imported so far is shared with every child: keep the collector from touching
     # (and so copying) those pages in each child.
     gc.freeze()
     try:
         server.serve()
+        if server.timing is not None:
+            server.timing.finish()
     finally:
         plan.close()
     sys.exit(0)

@@ -49,3 +49,7 @@ SELECT count(*) AS n FROM graphile_worker.add_jobs(
 
 -- name: graphile_jobs_left
 SELECT count(*) AS n FROM graphile_worker.jobs;
+
+-- name: backend_pids
+-- The server processes serving the benchmark database (the node's connections), for their CPU.
+SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid();

@@ -32,6 +32,19 @@ def test_sandbox_bench_ends_with_its_ratio_line() -> None:
     for method in ("fork", "forkserver"):
         [ratio] = [line for line in lines if line.startswith(f"sandbox_vs_multiprocess_{method}: ")]
         assert float(ratio.split(": ")[1]) > 0
+    # The CPU budget: measured parts, the bound computed from them, the step-by-step split.
+    text = proc.stdout
+    for part in (
+        "child (wait4 rusage)",
+        "fork server (its own CPU)",
+        "supervisor: frames and outcomes (sandbox-io)",
+        "bound: ",
+        "vs a bare fork+_exit+waitpid of the same fork server",
+        "jail: load the seccomp BPF",
+        "run: send the result frame",
+        "exit and teardown",
+    ):
+        assert part in text, part
 
 
 def test_unknown_benchmark_is_a_one_line_error() -> None:
