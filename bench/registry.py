@@ -43,6 +43,9 @@ def run_all(quick: bool, argv: list[str]) -> int:
         except BenchError as exc:
             print(f"error: {name}: {exc}", flush=True)
             failed.append(name)
+        except Exception as exc:  # one benchmark's failure must not cost the others' table
+            print(f"error: {name}: {type(exc).__name__}: {exc}", flush=True)
+            failed.append(name)
         print(f"  ({name} took {time.perf_counter() - start:.0f} s)\n", flush=True)
     from bench.targets import table
 
