@@ -228,12 +228,12 @@ class EngineBudget:
 
 
 class EngineMeter:
-    """CPU of this process (the in-process supervisor), its fork server and the runs it reaped,
-    and the PostgreSQL backends serving `db`, between two samples."""
+    """CPU of the supervisor (this process, or the `serve` process `root`), its fork server and
+    the runs it reaped, and the PostgreSQL backends serving the node, between two samples."""
 
-    def __init__(self, backend_pids: Callable[[], list[int]]) -> None:
+    def __init__(self, backend_pids: Callable[[], list[int]], root: int | None = None) -> None:
         self.backend_pids = backend_pids
-        self.me = psutil.Process()
+        self.me = psutil.Process(root)
 
     def _fork_servers(self) -> list[psutil.Process]:
         out = []

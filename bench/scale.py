@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.budget import EngineBudget, EngineMeter
 from bench.common import (
     PLUGINS_DIR,
     BenchDatabase,
@@ -43,6 +44,8 @@ class ScaleFigures:
     lags: list[float]
     rss_serve: int
     rss_total: int
+    budget: EngineBudget | None = None  # CPU per run by process over the measured minutes
+    budget_s: float = 0.0  # the real seconds those minutes took
 
     @property
     def on_time_fraction(self) -> float:
@@ -76,6 +79,10 @@ def measure(configs: int, scale: float, minutes: int, workdir: Path) -> ScaleFig
         real_start = time.monotonic()
         node = ServeProcess(db, workdir, time_scale=scale, start_time=start).start()
         rss_serve = rss_total = 0
+        meter = EngineMeter(lambda: [int(r["pid"]) for r in db.rows("backend_pids")], node.pid)
+        cpu_before: dict[str, dict[int, float]] | None = None
+        runs_before = 0
+        window_start = window_s = 0.0
         try:
             # Scheduler time, as the node reads it, from its start time and real seconds.
             def now() -> datetime:
@@ -84,11 +91,19 @@ def measure(configs: int, scale: float, minutes: int, workdir: Path) -> ScaleFig
             while now() < last_slot + timedelta(seconds=60 + 2 * scale):
                 time.sleep(0.5)
                 node.check_alive()
+                if cpu_before is None and now() >= first_slot:
+                    cpu_before, runs_before = meter.sample(), int(db.scalar("done_runs"))
+                    window_start = time.monotonic()
                 try:
                     own, total = _rss(node.pid)
                 except psutil.Error:
                     continue
                 rss_serve, rss_total = max(rss_serve, own), max(rss_total, total)
+            budget = None
+            if cpu_before is not None:
+                runs = int(db.scalar("done_runs")) - runs_before
+                budget = EngineMeter.budget(cpu_before, meter.sample(), runs)
+                window_s = time.monotonic() - window_start
         finally:
             node.stop()
         counts = db.rows("slot_counts", {"from_slot": first_slot, "to_slot": last_slot})
@@ -112,6 +127,8 @@ def measure(configs: int, scale: float, minutes: int, workdir: Path) -> ScaleFig
         [float(r["lag_s"]) / scale for r in lag_rows],
         rss_serve,
         rss_total,
+        budget,
+        window_s,
     )
 
 
@@ -126,9 +143,10 @@ def main(argv: list[str], quick: bool) -> ScaleFigures:
         parser.error("--configs, --time-scale and --minutes must be positive")
     if quick:
         print(
-            f"--quick: {args.configs} configs (not 10,000) on a clock x{args.time_scale:g} "
-            f"(the same {args.configs * args.time_scale:.0f} runs per real minute), "
-            f"{args.minutes} minutes; the memory figure is for {args.configs} configs"
+            f"--quick: {args.configs} configs on a clock x{args.time_scale:g} "
+            f"({args.configs * args.time_scale:.0f} runs per real minute, as many as "
+            f"{args.configs * args.time_scale:.0f} configs at x1), {args.minutes} minutes; "
+            f"the memory figure is for {args.configs} configs"
         )
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         f = measure(args.configs, args.time_scale, args.minutes, Path(tmp))
@@ -144,6 +162,15 @@ def main(argv: list[str], quick: bool) -> ScaleFigures:
         f"RSS: serve {f.rss_serve / MiB:.1f} MiB, serve + fork server {f.rss_total / MiB:.1f} MiB "
         f"(target: serve <= 100 MiB at 10,000 configs)"
     )
+    if f.budget is not None:
+        needed_per_s = f.configs * f.scale / 60.0
+        print(f.budget.describe(f.budget.runs / max(f.budget_s, 1e-9)))
+        print(
+            f"{f.configs} configs x{f.scale:g} start {needed_per_s:.0f} runs per real second: "
+            f"at {f.budget.total_ms:.3f} ms of CPU per run that takes "
+            f"{needed_per_s * f.budget.total_ms / 10:.0f} % of {f.budget.cores} cores' "
+            f"{f.budget.cores * 100} %"
+        )
     record(
         "supervisor_rss_mib",
         round(f.rss_serve / MiB, 1),
