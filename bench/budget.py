@@ -202,9 +202,11 @@ def print_budget(budget: CpuBudget, split: StepSplit, sandbox_per_s: float) -> N
         f"child total {split.child_ms:.3f} ms), ms per run:"
     )
     for part in ("prepare", "fork", "exit"):
-        label = {"prepare": "before/after fork()", "fork": "fork()", "exit": "reap and report"}[
-            part
-        ]
+        label = {
+            "prepare": "after fork(): pidfd, bookkeeping",
+            "fork": "fork()",
+            "exit": "reap and report",
+        }[part]
         print(f"  fork server: {label:50}{split.server_ms.get(part, 0.0):7.3f}")
     small = 0.0
     for label, ms in split.child_steps_ms:

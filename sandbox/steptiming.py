@@ -9,13 +9,14 @@ at fork) at the end of every call made by the jail (`JailPlan.enter`) and by the
 (`run_child`, `_execute`), and writes the stamps into the run's slot just before `os._exit`.
 After `wait4` the fork server reads the slot, turns the stamps into per-step deltas and adds
 them up; the child's total comes from `wait4`'s rusage, so exit and teardown are that total less
-the last stamp. The child is assumed compromised and may write anything in its slot: the parse
+the last stamp. The child is assumed compromised and may write anything in the area (any
+slot): the parse
 is bounded and drops what does not fit (labels up to 64 printable characters, integer
 nanoseconds, at most MAX_ENTRIES lines), and the figures only ever reach the JSON file. The child
 can send nothing more to the supervisor than without it.
 
-The fork server's own CPU per run is split the same way (preparing, `fork()`, handling the
-exit), and at shutdown it measures a bare `fork()+_exit(0)+waitpid` of itself, so the budget has
+The fork server's own CPU per run is split the same way (`fork()`, the work after it, handling
+the exit), and at shutdown it measures a bare `fork()+_exit(0)+waitpid` of itself, so the budget has
 its reference measured by the same process, then writes everything to PATH as JSON.
 """
 
