@@ -209,7 +209,32 @@ def _build_seccomp() -> Any:
     # No new namespaces through clone either; clone3's flags cannot be inspected: ENOSYS makes
     # glibc fall back to clone.
     _deny_namespace_clones(f, deny)
+    _deny_signal_owners(f, deny)
     return f
+
+
+# Making another process the owner of a descriptor (fcntl F_SETOWN/F_SETOWN_EX, or the ioctls
+# FIOSETOWN/SIOCSPGRP on a socket) makes the kernel send it SIGIO, or any signal chosen with
+# F_SETSIG (SIGKILL, SIGSTOP), when the descriptor becomes ready: a signal that passes no `kill`
+# call. The kernel only checks the uids, which a non-root supervisor, its fork server and its runs
+# share; Landlock's signal scope (ABI 6) stops it too, but not every host has that.
+F_SETOWN = 8
+F_SETOWN_EX = 15
+FIOSETOWN = 0x8901
+SIOCSPGRP = 0x8902
+
+
+def _deny_signal_owners(f: Any, deny: Any) -> None:
+    import pyseccomp as sc
+
+    for name in ("fcntl", "fcntl64"):
+        for cmd in (F_SETOWN, F_SETOWN_EX):
+            try:
+                f.add_rule(deny, name, sc.Arg(1, sc.EQ, cmd))
+            except Exception:  # a syscall this architecture does not have
+                continue
+    for request in (FIOSETOWN, SIOCSPGRP):
+        f.add_rule(deny, "ioctl", sc.Arg(1, sc.EQ, request))
 
 
 def _deny_namespace_clones(f: Any, deny: Any) -> None:

@@ -347,6 +347,61 @@ def test_cannot_kill_the_fork_server_or_the_supervisor(sandbox: Sandbox, plugin:
     assert_fork_server_healthy(sandbox, plugin, fork_server)
 
 
+@requires("seccomp")
+def test_cannot_signal_through_a_descriptor_owner(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Red team: a descriptor owned by another process (F_SETOWN, F_SETOWN_EX, FIOSETOWN,
+    SIOCSPGRP) with O_ASYNC and F_SETSIG makes the kernel signal that process when the descriptor
+    is ready, with no kill call. As a non-root supervisor (same uid as its runs, no Landlock
+    signal scope) a run SIGSTOPped the fork server this way, wedging every run."""
+    fork_server = sandbox.fork_server_pid
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        import fcntl, signal, struct
+        def own_and_fire(set_owner):
+            r, w = os.pipe()
+            set_owner(r)
+            fcntl.fcntl(r, 10, signal.SIGSTOP)  # F_SETSIG
+            fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+            os.write(w, b"x")
+            return "fired"
+        def channel():
+            for fd in range(3, 64):
+                try:
+                    s = socket.socket(fileno=os.dup(fd))
+                    s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+                    return s
+                except OSError:
+                    continue
+        def run_every_minute(meta):
+            ppid, test_pid = os.getppid(), meta.config["test_pid"]
+            ex = struct.pack("ii", 1, ppid)  # F_OWNER_PID
+            sock = channel()
+            return {
+                "setown_parent": attempt(lambda: own_and_fire(
+                    lambda fd: fcntl.fcntl(fd, fcntl.F_SETOWN, ppid))),
+                "setown_test_process": attempt(lambda: own_and_fire(
+                    lambda fd: fcntl.fcntl(fd, fcntl.F_SETOWN, test_pid))),
+                "setown_group": attempt(lambda: own_and_fire(
+                    lambda fd: fcntl.fcntl(fd, fcntl.F_SETOWN, -os.getpgid(ppid)))),
+                "setown_ex_parent": attempt(lambda: own_and_fire(
+                    lambda fd: fcntl.fcntl(fd, 15, ex))),
+                "fiosetown_channel": attempt(lambda: fcntl.ioctl(
+                    sock.fileno(), 0x8901, struct.pack("i", ppid))),
+                "siocspgrp_channel": attempt(lambda: fcntl.ioctl(
+                    sock.fileno(), 0x8902, struct.pack("i", ppid))),
+            }
+    """,
+            config={"test_pid": os.getpid()},
+        )
+    )
+    assert_all_denied(report)
+    assert psutil.Process(fork_server).status() != psutil.STATUS_STOPPED  # type: ignore[arg-type]
+    assert_fork_server_healthy(sandbox, plugin, fork_server)
+
+
 @requires("uid_drop", "no_new_privs")
 def test_runs_get_an_unprivileged_uid(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
