@@ -679,8 +679,9 @@ def _compose(run: _Run) -> RunReport:
         max_rss_kb=int(_number(exit_info, "max_rss_kb")),
     )
     if "bad_plugin" in exit_info:
+        # The refusal quotes the plugin's source lines: text for people, like a child's.
         out.outcome = Outcome.BAD_PLUGIN
-        out.error = _err("PluginCodeError", str(exit_info["bad_plugin"]))
+        out.error = _err("PluginCodeError", protocol.clean_text(str(exit_info["bad_plugin"])))
         return out
     if "failed" in exit_info:
         out.error = _err("SandboxError", str(exit_info["failed"]))

@@ -191,15 +191,21 @@ def value_problem(value: Any, max_depth: int, *, allow_nul: bool = True) -> str 
     return data_check(value, max_depth, allow_nul=allow_nul)[0]
 
 
+# Control characters but tab and newline: C0, DEL, C1. In text shown on an operator's terminal an
+# ESC starts a sequence that clears the screen, moves the cursor over earlier lines (a forged
+# "outcome ok"), sets the window title or a hyperlink, or writes the clipboard.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def clean_text(text: str) -> str:
-    """Text for people (a log line, an error message): lone surrogates become U+FFFD."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    """Text for people (a log line, an error message): lone surrogates and control characters
+    (but tab and newline) become U+FFFD."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return _CONTROL.sub("\ufffd", text)
 
 
 def json_size(value: Any) -> int:

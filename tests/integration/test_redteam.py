@@ -1,0 +1,109 @@
+"""Red-team findings that are neither a layer-1 escape (test_escapes.py) nor a jail layer
+(test_defence_in_depth.py): what the parent does with what a plugin sends, run for real from a
+plugin directory (plugin.json + main.py) under the ordinary, restricted sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from sandbox import Outcome, RunRequest, Sandbox, load_plugin
+from sandbox.manifest import Limits
+
+REPO = Path(__file__).resolve().parents[2]
+LIMITS = Limits(timeout_s=10.0, cpu_s=5.0, memory_mb=256)
+# What a terminal acts on: C0 controls but tab and newline, DEL, C1 (ESC starts every sequence).
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Clear the screen, go up a line and print a forged line in green, an OSC 8 hyperlink, an OSC 52
+# clipboard write, a C1 CSI.
+ESCAPES = (
+    "\x1b[2J\x1b[1A\x1b[32moutcome ok\x1b[0m"
+    "\x1b]8;;https://evil.example/\x1b\\link\x1b]8;;\x1b\\"
+    "\x1b]52;c;ZWNobyBwd25lZA==\x07\x9b2J\r"
+)
+
+
+def plugin_dir(directory: Path, source: str) -> Path:
+    directory.mkdir()
+    (directory / "plugin.json").write_text(
+        json.dumps({"name": "painter", "version": "1.0.0", "main": "main.py"})
+    )
+    (directory / "main.py").write_text(source)
+    return directory
+
+
+def run(sb: Sandbox, directory: Path) -> Outcome:
+    return sb.run(RunRequest(plugin=load_plugin(directory), task="run_every_minute", limits=LIMITS))
+
+
+def text_of(outcome: Outcome) -> list[str]:
+    error = outcome.error
+    texts = [line.message for line in outcome.logs]
+    if error is not None:
+        texts += [error.type, error.message, *error.traceback]
+    return texts
+
+
+def test_a_plugin_cannot_send_terminal_escapes_in_text_for_people(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Log lines, error messages and traceback lines are printed on the operator's terminal (run,
+    logs, runs show) and served by the status page: a plugin's ESC there cleared the screen and
+    printed a forged "outcome ok" over the real one. Control characters become U+FFFD."""
+    escapes = json.dumps(ESCAPES)
+    logged = plugin_dir(
+        tmp_path / "logged",
+        f"def run_every_minute(meta):\n"
+        f"    meta.logger.info({escapes})\n"
+        f"    meta.logger.warning('%s', {escapes})\n"
+        f"    raise ValueError({escapes})  # {ESCAPES.replace(chr(13), '')}\n",
+    )
+    outcome = run(sandbox, logged)
+    assert outcome.outcome == "error", outcome
+    texts = text_of(outcome)
+    assert len(outcome.logs) == 2 and any("outcome ok" in t for t in texts)
+    assert [t for t in texts if CONTROL.search(t)] == []
+    assert "\ufffd[2J" in outcome.logs[0].message
+    assert "line 4" in "\n".join(outcome.error.traceback if outcome.error else [])
+
+    # A refused construct: the refusal quotes the plugin's line, escapes and all.
+    refused = plugin_dir(
+        tmp_path / "refused",
+        f"def run_every_minute(meta):\n    return eval('1')  # {ESCAPES.replace(chr(13), '')}\n",
+    )
+    outcome = run(sandbox, refused)
+    assert outcome.outcome == "bad_plugin", outcome
+    assert outcome.error is not None and "eval" in outcome.error.message
+    assert [t for t in text_of(outcome) if CONTROL.search(t)] == []
+
+
+def test_the_run_report_prints_no_control_character_of_the_plugin(tmp_path: Path) -> None:
+    """`plugin-runtime run`'s readable report: log lines and storage keys (data, kept as written)
+    reach the terminal without a control character."""
+    directory = plugin_dir(
+        tmp_path / "painter",
+        f"def run_every_minute(meta):\n"
+        f"    meta.logger.info({json.dumps(ESCAPES)})\n"
+        f"    meta.storage.set({json.dumps('key' + ESCAPES)}, 1)\n"
+        f"    return 1\n",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PLUGIN_RUNTIME_DATABASE_URL"}
+    # A terminal of its own would make rich colour its output; without one, any ESC is the plugin's.
+    env.update(COLUMNS="200", TERM="dumb")
+    env.pop("FORCE_COLOR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime", "run", str(directory), "run_every_minute"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "outcome ok" in result.stdout and "key" in result.stdout
+    assert CONTROL.findall(result.stdout) == [], result.stdout
