@@ -38,7 +38,6 @@ from sandbox.services import LocalServices
 log = logging.getLogger(__name__)
 
 EXIT_GRACE_S = 0.5  # after the child exits, how long its last frames may take to arrive
-SEND_TIMEOUT_S = 30.0
 MAX_REPLY_ERROR = 1000  # characters of an error message sent back to a child
 
 
@@ -64,6 +63,10 @@ class _Run:
     cpu_s: float
     deadline: float = float("inf")  # time.monotonic() past which the run is killed
     reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
+    # What is to be sent to the child and did not fit in its socket yet (guarded by send_lock).
+    # No thread ever waits for a child to read: a worker sends what fits and leaves the rest
+    # here, which the I/O thread sends as the socket drains. Bounded by the calls in flight.
+    outbox: bytearray = field(default_factory=bytearray)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     logs: list[LogLine] = field(default_factory=list)
     log_bytes: int = 0
@@ -284,7 +287,7 @@ class Sandbox:
             )
             return future
         ours, theirs = socket.socketpair()
-        ours.settimeout(SEND_TIMEOUT_S)
+        ours.setblocking(False)
         run = _Run(0, future, request, services or self.services, ours, limits["cpu_s"])
         run.deadline = time.monotonic() + limits["timeout_s"]
         try:
@@ -316,22 +319,11 @@ class Sandbox:
         finally:
             theirs.close()
         self._wake()
-        # The child reads its start after entering the jail: a send larger than the socket's
-        # buffer waits until then. A worker does it, so that the caller (a node's dispatcher
+        # The child reads its start after entering the jail: what does not fit in the socket's
+        # buffer until then is sent by the I/O thread, so the caller (a node's dispatcher
         # thread) never blocks on a child.
-        self._meta_pool.submit(self._send_start, run, start_frame)
+        self._post(run, start_frame)
         return future
-
-    @staticmethod
-    def _send_start(run: _Run, data: bytes) -> None:
-        with run.send_lock:
-            if not run.finished:
-                try:
-                    run.sock.sendall(data)
-                except OSError:
-                    pass  # the child died first: the fork server's exit report says how
-            if run.finished:  # it ended while we sent: _shut left the closing to us
-                run.sock.close()
 
     def run(self, request: RunRequest, services: MetaServices | None = None) -> RunReport:
         """Run one task in a fresh jailed child and wait for its outcome."""
@@ -354,8 +346,9 @@ class Sandbox:
                     selector.register(run.sock, selectors.EVENT_READ, run)
                 except (ValueError, OSError):  # closed already: submit() gave up on it
                     run.closed = True
+            self._watch_outboxes(selector)
             timeout = self._grace_timeout()
-            for key, _ in selector.select(timeout):
+            for key, events in selector.select(timeout):
                 if key.data == "wake":
                     os.read(self._wake_r, 4096)
                 elif key.data == "control":
@@ -372,7 +365,10 @@ class Sandbox:
                     except Exception:
                         log.exception("unreadable report from the sandbox fork server")
                 else:
-                    self._on_run_data(key.data, selector)
+                    if events & selectors.EVENT_WRITE:
+                        self._flush(key.data)
+                    if events & selectors.EVENT_READ:
+                        self._on_run_data(key.data, selector)
             self._finish_ready(selector)
         # The fork server is gone: every run it held ends as crashed; the next run restarts it.
         with self._lock:
@@ -412,9 +408,61 @@ class Sandbox:
                 run.exit = message
                 run.exit_seen_at = time.monotonic()
 
+    def _post(self, run: _Run, data: bytes) -> None:
+        """Send `data` to the child without waiting for it to read: what does not fit now is
+        left in the run's outbox for the I/O thread."""
+        with run.send_lock:
+            if run.finished:
+                return
+            if run.outbox:
+                run.outbox += data
+                return
+            try:
+                sent = run.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # it hung up: nobody reads the rest
+                return
+            if sent == len(data):
+                return
+            run.outbox += data[sent:]
+        self._wake()
+
+    def _flush(self, run: _Run) -> None:
+        """The I/O thread: the child's socket has room again."""
+        with run.send_lock:
+            if run.finished or not run.outbox:
+                return
+            try:
+                sent = run.sock.send(run.outbox)
+            except BlockingIOError:
+                return
+            except OSError:
+                run.outbox.clear()
+                return
+            del run.outbox[:sent]
+
+    def _watch_outboxes(self, selector: selectors.BaseSelector) -> None:
+        """Watch for room in the sockets of the runs that have something left to send."""
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            if run.closed or run.finished:
+                continue
+            with run.send_lock:
+                waiting = bool(run.outbox)
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if waiting else 0)
+            try:
+                if selector.get_key(run.sock).events != wanted:
+                    selector.modify(run.sock, wanted, run)
+            except (KeyError, ValueError, OSError):
+                continue
+
     def _on_run_data(self, run: _Run, selector: selectors.BaseSelector) -> None:
         try:
             data = run.sock.recv(1 << 20)
+        except BlockingIOError:
+            return
         except OSError:
             data = b""
         if not data:
@@ -474,6 +522,12 @@ class Sandbox:
                     run, Outcome.OUTPUT_LIMIT, f"more than {limits.MAX_CALLS_PER_RUN} meta calls"
                 )
                 return
+            with run.send_lock:
+                unread = len(run.outbox)
+            if unread:
+                # An honest child reads a whole reply before its next call: with this, what
+                # waits in the outbox is bounded by the calls in flight.
+                raise protocol.ProtocolError("a meta call while earlier replies are unread")
             with run.count_lock:
                 if run.in_flight >= limits.MAX_CALLS_IN_FLIGHT_PER_RUN:
                     raise protocol.ProtocolError(
@@ -508,18 +562,16 @@ class Sandbox:
                 pass
 
     def _shut(self, run: _Run) -> None:
-        """No more replies to this run: wake any worker blocked sending to it, then close (or
-        leave the closing to that worker: this thread never waits for one)."""
-        run.finished = True
-        try:
-            run.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        if run.send_lock.acquire(blocking=False):
+        """No more replies to this run: drop what was left to send and close its socket (a
+        worker holds the lock only for a send that does not wait)."""
+        with run.send_lock:
+            run.finished = True
+            run.outbox.clear()
             try:
-                run.sock.close()
-            finally:
-                run.send_lock.release()
+                run.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            run.sock.close()
 
     def _send_control(self, message: dict[str, Any]) -> None:
         with self._lock:
@@ -617,14 +669,7 @@ class Sandbox:
         finally:
             with run.count_lock:
                 run.in_flight -= 1
-        with run.send_lock:
-            if not run.finished:
-                try:
-                    run.sock.sendall(data)
-                except OSError:
-                    pass
-            if run.finished:  # it ended while we sent: _shut left the closing to us
-                run.sock.close()
+        self._post(run, data)
 
 
 def _fetch_record(args: FetchArgs) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sandbox import Outcome, RunRequest, Sandbox, load_plugin
@@ -107,3 +108,90 @@ def test_the_run_report_prints_no_control_character_of_the_plugin(tmp_path: Path
     assert result.returncode == 0, result.stdout + result.stderr
     assert "outcome ok" in result.stdout and "key" in result.stdout
     assert CONTROL.findall(result.stdout) == [], result.stdout
+
+
+# A child that asks for large cache values and never reads the answers.
+HOG = """
+import json, struct, time
+def frame(meta, obj):
+    body = json.dumps(obj).encode()
+    meta._channel.sock.sendall(struct.pack(">I", len(body)) + body)
+def run_every_minute(meta):
+    meta.cache.set("big", "x" * 60000)
+    for i in range(IN_FLIGHT):
+        frame(meta, {"t": "call", "call": 100 + i, "op": "cache",
+                     "args": {"action": "get", "key": "big"}})
+    time.sleep(60)
+"""
+HONEST = """
+import time
+def run_every_minute(meta):
+    started = time.monotonic()
+    meta.cache.set("mine", 1)
+    return time.monotonic() - started
+"""
+
+
+def test_a_child_that_does_not_read_its_replies_does_not_hold_other_configs_calls(
+    tmp_path: Path,
+) -> None:
+    """Red team: each reply a child leaves unread past its socket buffer held a meta worker (a
+    blocking send) until that run ended, so a few such runs of one plugin delayed every other
+    config's cache calls by their whole wall time."""
+    from sandbox import RunInfo, limits
+
+    directory = plugin_dir(tmp_path / "hog", "def run_every_minute(meta):\n    return 1\n")
+    plugin = load_plugin(directory)
+    hog = HOG.replace("IN_FLIGHT", str(limits.MAX_CALLS_IN_FLIGHT_PER_RUN))
+    with Sandbox(allow_unrestricted=True, meta_workers=2) as sb:
+        hogs = [
+            sb.submit(
+                RunRequest(
+                    plugin=plugin,
+                    task="run_every_minute",
+                    limits=Limits(timeout_s=6.0, cpu_s=5.0, memory_mb=256),
+                    run=RunInfo(config_id=n),
+                    unrestricted_source=hog,
+                )
+            )
+            for n in (1, 2)
+        ]
+        time.sleep(1.5)  # their calls are in, their replies stuck
+        honest = sb.run(
+            RunRequest(
+                plugin=plugin,
+                task="run_every_minute",
+                limits=LIMITS,
+                run=RunInfo(config_id=99),
+                unrestricted_source=HONEST,
+            )
+        )
+        assert [h.result().outcome for h in hogs] == ["timeout", "timeout"]
+    assert honest.outcome == "ok", honest
+    assert isinstance(honest.result, float) and honest.result < 1.0, honest.result
+
+
+def test_replies_left_unread_are_bounded(tmp_path: Path) -> None:
+    """What the parent keeps for a child that does not read is bounded: a call while earlier
+    replies wait to be sent ends the run (an honest child reads each reply before its next call),
+    so a child cannot make the supervisor hold 10,000 unread replies."""
+    from sandbox import limits
+
+    directory = plugin_dir(tmp_path / "hoarder", "def run_every_minute(meta):\n    return 1\n")
+    # 200 calls, each answered (60 kB) before the next is sent, none read.
+    source = HOG.replace("range(IN_FLIGHT)", "range(200)").replace(
+        '"args": {"action": "get", "key": "big"}})',
+        '"args": {"action": "get", "key": "big"}})\n        time.sleep(0.01)',
+    )
+    with Sandbox(allow_unrestricted=True) as sb:
+        outcome = sb.run(
+            RunRequest(
+                plugin=load_plugin(directory),
+                task="run_every_minute",
+                limits=Limits(timeout_s=8.0, cpu_s=5.0, memory_mb=256),
+                unrestricted_source=source,
+            )
+        )
+    assert limits.MAX_CALLS_IN_FLIGHT_PER_RUN < 200
+    assert outcome.outcome == "crashed", outcome
+    assert outcome.error is not None and "replies are unread" in outcome.error.message
