@@ -137,6 +137,8 @@ class ForkServer:
                 self.codes[key] = policy.compile_plugin(source, filename)
             except policy.PluginCodeError as exc:
                 self.codes[key] = str(exc)
+            except Exception as exc:  # whatever the source does to the compiler: that plugin's
+                self.codes[key] = f"{filename}: cannot be compiled: {type(exc).__name__}: {exc}"
         return self.codes[key]
 
     def _start(self, run_id: int, spec: dict[str, Any], channel_fd: int) -> None:

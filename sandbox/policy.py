@@ -497,16 +497,30 @@ def _has_future_annotations(tree: ast.Module) -> bool:
 _DEFAULT_GUARD = ImportGuard()
 
 
+# Source nested past what the parser, the transformer or the compiler can recurse through (a
+# 20,000-term expression): a refusal like any other, never an exception that ends the fork server.
+_TOO_DEEP = (RecursionError, MemoryError, ValueError)
+
+
+def _too_deep(filename: str, exc: BaseException) -> PluginCodeError:
+    return PluginCodeError([f"{filename}: nested too deeply to compile ({exc})"])
+
+
 def _transform(source: str, filename: str, import_guard: ImportGuard) -> ast.Module:
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
         raise PluginCodeError([f"{filename}, line {exc.lineno}: syntax error: {exc.msg}"]) from exc
+    except _TOO_DEEP as exc:
+        raise _too_deep(filename, exc) from exc
     transformer = PluginTransformer(import_guard, _has_future_annotations(tree))
-    transformer.bound_names = _module_bindings(tree)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SyntaxWarning)
-        tree = transformer.visit(tree)
+    try:
+        transformer.bound_names = _module_bindings(tree)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = transformer.visit(tree)
+    except _TOO_DEEP as exc:
+        raise _too_deep(filename, exc) from exc
     if transformer.problems:
         problems = sorted(set(transformer.problems))
         raise PluginCodeError([f"{filename}, line {line}: {text}" for line, text in problems])
@@ -537,7 +551,10 @@ def compile_plugin(
     """Compile plugin source under the policy. Raises PluginCodeError naming every problem.
     `dont_inherit`: the plugin gets only the future flags it asks for, never this module's."""
     tree = _transform(source, filename, import_guard or _DEFAULT_GUARD)
-    return compile(tree, filename, "exec", dont_inherit=True)
+    try:
+        return compile(tree, filename, "exec", dont_inherit=True)
+    except _TOO_DEEP as exc:
+        raise _too_deep(filename, exc) from exc
 
 
 _PLUGIN_MODULES: set[str] = set()

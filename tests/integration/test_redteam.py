@@ -195,3 +195,33 @@ def test_replies_left_unread_are_bounded(tmp_path: Path) -> None:
     assert limits.MAX_CALLS_IN_FLIGHT_PER_RUN < 200
     assert outcome.outcome == "crashed", outcome
     assert outcome.error is not None and "replies are unread" in outcome.error.message
+
+
+def test_source_nested_too_deeply_is_refused_not_fatal(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Red team: a 20,000-term expression made the parser raise RecursionError, which escaped as
+    a traceback from load_plugin and, in the fork server (which compiles the stored source of a
+    plugin), out of its main loop: the fork server died with every run it held. Now it is a
+    refusal naming the file, and the fork server goes on."""
+    from sandbox import ManifestError, Plugin
+    from sandbox.manifest import parse_manifest
+
+    source = "def run_every_minute(meta):\n    return 1\nx = " + "+".join(["1"] * 20_000) + "\n"
+    directory = plugin_dir(tmp_path / "deep", source)
+    try:
+        load_plugin(directory)
+    except ManifestError as exc:
+        assert "main.py" in str(exc)
+    else:
+        raise AssertionError("a source Python cannot parse was loaded")
+    fork_server = sandbox.fork_server_pid
+    stored = Plugin(
+        manifest=parse_manifest({"name": "deep", "version": "1.0.0", "main": "main.py"}),
+        source=source,
+    )
+    outcome = sandbox.run(RunRequest(plugin=stored, task="run_every_minute", limits=LIMITS))
+    assert outcome.outcome == "bad_plugin", outcome
+    assert outcome.error is not None and "nested too deeply" in outcome.error.message
+    assert sandbox.fork_server_pid == fork_server
+    honest = plugin_dir(tmp_path / "honest", "def run_every_minute(meta):\n    return 7\n")
+    assert run(sandbox, honest).result == 7
+    assert sandbox.fork_server_pid == fork_server
