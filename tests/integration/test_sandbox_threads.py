@@ -1,6 +1,7 @@
-"""The caller of `Sandbox.submit` (a node's dispatcher thread) never sends to a child: the run's
+"""The caller of `Sandbox.submit` (a node's dispatcher thread) never waits on a child: of the run's
 start frame, which waits for the child to enter its jail when it is larger than the socket's
-buffer, is sent by a sandbox worker."""
+buffer, the caller sends only what fits at once; the rest is sent by the sandbox's I/O thread as
+the child reads (the same path as every reply: no thread ever blocks sending to a child)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,17 @@ from sandbox.client import Sandbox as SandboxClass
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
-def test_the_start_frame_is_sent_by_a_worker_not_by_the_caller(
+def test_the_start_frame_is_sent_by_the_io_thread_not_by_the_caller(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     senders: list[str] = []
-    original = SandboxClass._send_start
+    original = SandboxClass._flush
 
-    def recording(run: object, data: bytes) -> None:
+    def recording(self: SandboxClass, run: object) -> None:
         senders.append(threading.current_thread().name)
-        original(run, data)  # type: ignore[arg-type]
+        original(self, run)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SandboxClass, "_send_start", staticmethod(recording))
+    monkeypatch.setattr(SandboxClass, "_flush", recording)
     plugin = load_plugin(PLUGINS / "tiny")
     big = {f"k{i}": "x" * 1000 for i in range(4000)}  # 4 MB: more than a socket buffer holds
     with Sandbox() as sb:
@@ -34,7 +35,7 @@ def test_the_start_frame_is_sent_by_a_worker_not_by_the_caller(
         )
         report = future.result(timeout=60)
     assert report.ok, report.error
-    assert senders and all(name.startswith("sandbox-meta") for name in senders), senders
+    assert senders and all(name == "sandbox-io" for name in senders), senders
     assert threading.current_thread().name not in senders
 
 
