@@ -273,7 +273,8 @@ def diagnose(url: str, reason: str) -> tuple[DbFailure, str, str]:
 def connect(
     url: str, *, connect_timeout: float | None = None, application_name: str | None = None
 ) -> psycopg.Connection[DictRow]:
-    """An autocommit connection returning rows as dicts.
+    """An autocommit connection returning rows as dicts, that needs no session: it works the
+    same through PgBouncer in transaction pooling mode (see docs/deploy.md).
 
     Raises `DatabaseUnavailable` (one line, no password, with its `failure` and `next_step`)
     when the server cannot be used, and `InvalidDatabaseUrl` when the URL cannot be parsed.
@@ -290,7 +291,12 @@ def connect(
     if "application_name" not in params:
         extra["application_name"] = application_name or APPLICATION_NAME
     try:
-        return psycopg.connect(url, autocommit=True, row_factory=dict_row, **extra)
+        # prepare_threshold=None: no server-side prepared statements. Behind a pooler in
+        # transaction mode the next statement may run on another server connection, where the
+        # prepared statement does not exist; every query here is cheap to plan.
+        return psycopg.connect(
+            url, autocommit=True, row_factory=dict_row, prepare_threshold=None, **extra
+        )
     except psycopg.OperationalError as exc:
         failure, message, next_step = diagnose(url, redact(failure_reason(exc), url))
         raise DatabaseUnavailable(message, failure, redact(next_step, url)) from exc

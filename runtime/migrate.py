@@ -1,9 +1,11 @@
 """Schema migrations: `runtime/sql/migrations/NNNN_name.sql`, applied in order.
 
 Each migration runs in its own transaction and is recorded in
-`plugin_runtime.schema_migrations` in that same transaction. The whole run holds a session-level
-advisory lock, so several processes starting at once apply each migration exactly once (the
-others wait, then find nothing left to do). When everything is applied already, `migrate` costs
+`plugin_runtime.schema_migrations` in that same transaction, which first takes a
+transaction-scoped advisory lock (`pg_advisory_xact_lock`) and checks the migration is still
+pending, so several processes starting at once apply each migration exactly once (the others
+wait, then find nothing left to do). Nothing outlives the transaction, so migrating works the
+same through PgBouncer in transaction pooling mode. When everything is applied already, `migrate` costs
 one query and takes no lock.
 """
 
@@ -20,7 +22,7 @@ from psycopg import errors
 from runtime.queries import Q
 
 MIGRATIONS_DIR = Path(__file__).parent / "sql" / "migrations"
-# A fixed key for pg_advisory_lock: "plugin-runtime migrate" in ASCII, truncated to 63 bits.
+# A fixed key for pg_advisory_xact_lock: "plugin-runtime migrate" in ASCII, truncated to 63 bits.
 LOCK_KEY = 0x706C7567696E7274
 _FILE_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[A-Za-z0-9_]+)\.sql$")
 
@@ -79,7 +81,7 @@ def pending_migrations(
 def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply the pending migrations; returns their labels (e.g. ["0001_initial"]), in order.
 
-    `conn` must be in autocommit mode (the lock is per session, each migration a transaction).
+    `conn` must be in autocommit mode (each migration is a transaction of its own).
     """
     if not conn.autocommit:
         raise ValueError("migrate() needs an autocommit connection")
@@ -88,34 +90,33 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> 
     if applied is not None and all(m.version in applied for m in migrations):
         return []
 
-    conn.execute(Q.migrations_lock, {"key": LOCK_KEY})
-    try:
-        conn.execute(Q.migrations_bootstrap)
-        applied = applied_versions(conn) or set()  # another process may have done the work
-        search_path = _first(conn.execute(Q.migrations_get_search_path).fetchone())
-        done: list[str] = []
-        try:
-            for migration in migrations:
-                if migration.version in applied:
-                    continue
-                _apply(conn, migration)
-                done.append(migration.label)
-        finally:
-            # A migration may `SET search_path`; that outlives its transaction. Put it back.
-            conn.execute(Q.migrations_set_search_path, {"search_path": search_path})
-        return done
-    finally:
-        conn.execute(Q.migrations_unlock, {"key": LOCK_KEY})
+    done: list[str] = []
+    for migration in migrations:
+        if _apply(conn, migration):
+            done.append(migration.label)
+    return done
 
 
-def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
+def _apply(conn: psycopg.Connection[Any], migration: Migration) -> bool:
+    """Apply `migration` unless another process did; True when this call applied it."""
     sql = migration.path.read_text(encoding="utf-8")
     try:
         with conn.transaction():
+            # Transaction-scoped: released at COMMIT or ROLLBACK, so it holds behind a pooler in
+            # transaction mode, where a session lock would stay on a pooled server connection.
+            conn.execute(Q.migrations_lock, {"key": LOCK_KEY})
+            conn.execute(Q.migrations_bootstrap)
+            if migration.version in (applied_versions(conn) or set()):
+                return False  # another process applied it while we waited for the lock
+            search_path = _first(conn.execute(Q.migrations_get_search_path).fetchone())
             conn.execute(sql.encode())  # no parameters: sent as one simple query, many statements
             conn.execute(
                 Q.migrations_record, {"version": migration.version, "name": migration.name}
             )
+            # A migration may `SET search_path`, which would outlive the transaction on the
+            # (possibly pooled) server connection: set it back before COMMIT.
+            conn.execute(Q.migrations_set_search_path, {"search_path": search_path})
+        return True
     except psycopg.OperationalError:
         raise
     except psycopg.Error as exc:

@@ -7,6 +7,9 @@
 - `database_url`: a fresh, migrated database of its own for each test, copied from a template
   migrated once per session (CREATE DATABASE ... TEMPLATE is fast), dropped afterwards.
 - `empty_database_url`: a fresh database with no schema at all (for migration tests).
+- `pgbouncer`: a PgBouncer of this session's own in transaction pooling mode in front of that
+  server (runtime.testing.pgbouncer; `pgbouncer.url_for(database_url)` is the pooled URL of a
+  test's database), started on first use, stopped at the end of the session.
 - `db`: an open autocommit connection (rows as dicts) to `database_url`.
 - `cli_runner`: runs `python -m runtime ARGS... --database-url URL` in a subprocess.
 - `test_plugins_dir`: tests/plugins (small plugins made for the tests, e.g. `tiny`).
@@ -35,6 +38,7 @@ import pytest
 from leftovers import MARK_ENV, find_leftovers, fork_servers, kill
 
 from runtime.db import ENV_DATA_DIR, ENV_DATABASE_URL, connect
+from runtime.testing.pgbouncer import PgBouncer
 from runtime.testing.postgres import PrivateServer, throwaway_database
 from sandbox import Sandbox
 
@@ -113,6 +117,16 @@ def postgres_server_url() -> Iterator[str]:
         yield server.start().url
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server_url: str) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the test server, for this session."""
+    bouncer = PgBouncer(postgres_server_url)
+    try:
+        yield bouncer.start()
+    finally:
+        bouncer.close()
 
 
 @pytest.fixture(scope="session")

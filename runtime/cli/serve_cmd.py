@@ -152,6 +152,27 @@ FILE_SECTION = "serve"
     "silent downgrade.",
 )
 @click.option(
+    "--listen-database-url",
+    default=None,
+    metavar="URL",
+    help="A direct connection to PostgreSQL for LISTEN alone, when --database-url goes "
+    "through a pooler in transaction mode (PgBouncer): changes then take effect at once.",
+)
+@click.option(
+    "--no-listen",
+    is_flag=True,
+    help="Do not LISTEN for changes (no session to listen on): they take effect at the "
+    "periodic reconcile. Without it, a listener that hears nothing falls back by itself.",
+)
+@click.option(
+    "--reconcile-interval",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between full reconciles of configs (what a change takes at most to take "
+    "effect when notifications do not arrive).",
+)
+@click.option(
     "--testing", is_flag=True, help="Allow test-only options (--time-scale, --start-time)."
 )
 @click.option("--time-scale", type=float, default=1.0, help="[--testing] scheduler clock speed.")
@@ -188,6 +209,9 @@ def serve_command(
     daily_window_d: float,
     log_format: str | None,
     require_layers: str,
+    listen_database_url: str | None,
+    no_listen: bool,
+    reconcile_interval: float,
     testing: bool,
     time_scale: float,
     start_time: str | None,
@@ -256,7 +280,12 @@ def serve_command(
         runs_retention_days=runs_retention_days or None,
         logs_retention_days=logs_retention_days or None,
         allow_networks=networks,
+        reconcile_interval_s=reconcile_interval,
+        listen_database_url=listen_database_url,
+        listen=not no_listen,
     )
+    if listen_database_url and no_listen:
+        fail("--listen-database-url and --no-listen contradict each other", EXIT_BAD_INPUT)
     if node_id:
         settings.node_id = node_id
     try:

@@ -94,7 +94,7 @@ class Node:
         self._events: queue.SimpleQueue[Started | Finished] = queue.SimpleQueue()
         self._reported_down = False
         self.ledger = Ledger()
-        self.listener = Listener(url, self.wake)
+        self.listener = Listener(self.settings.listen_database_url or url, self.wake)
         self.dispatcher = Dispatcher(
             self.sandbox,
             self.clock,
@@ -143,7 +143,14 @@ class Node:
         self.sandbox.start()
         self._report_layers()
         self.dispatcher.start()
-        self.listener.start()
+        if self.settings.listen:
+            self.listener.start()
+        else:
+            log.info(
+                "not listening for changes (--no-listen): they take effect at the periodic "
+                "reconcile, every %.0f s",
+                self.settings.reconcile_interval_s,
+            )
         self._loop()
         self._drain()
 

@@ -34,6 +34,10 @@ class NodeSettings:
     sweep_interval_s: float = 15.0
     dead_after_s: float = DEAD_AFTER_S  # real seconds
     reconcile_interval_s: float = 60.0
+    # LISTEN/NOTIFY: a direct connection for LISTEN alone (behind a pooler in transaction mode
+    # the main URL cannot carry it), or none at all (`listen` False: reconcile only).
+    listen_database_url: str | None = None
+    listen: bool = True
     claim_limit: int = 5000
     quarantine_after: int = 10  # consecutive failures before quarantine; 0: never
     runs_retention_days: float | None = 30.0  # None: keep forever

@@ -32,6 +32,7 @@ from runtime import schedule
 from runtime.db import connect
 from runtime.percentile import percentile
 from runtime.testing.fleet import Fleet
+from runtime.testing.pgbouncer import PgBouncer
 from runtime.testing.postgres import (
     admin_connection,
     create_database,
@@ -68,6 +69,8 @@ class ChaosOptions:
     concurrency: int = 16
     seed: int | None = None
     keep: bool = False
+    # Every node connects through a PgBouncer of the run's own, in transaction pooling mode.
+    pgbouncer: bool = False
     workdir: Path | None = None
     log: Callable[[str], None] = print
 
@@ -188,6 +191,7 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
     extra = ["--dead-after", "5", "--quarantine-after", "0"]  # the faulty plugin keeps misbehaving
     if options.clock_jump_minutes:
         extra += ["--jump-on-sigusr1", str(options.clock_jump_minutes)]
+    bouncer = PgBouncer(options.server_url).start() if options.pgbouncer else None
     fleet = Fleet(
         url,
         workdir,
@@ -196,6 +200,7 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
         tick_interval=10.0,
         concurrency=options.concurrency,
         extra_args=extra,
+        node_database_url=bouncer.url_for(url) if bouncer else None,
     )
     try:
         _populate(fleet, options.configs)
@@ -223,6 +228,8 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
             cut.restore()
         except psycopg.Error:
             pass
+        if bouncer is not None:
+            bouncer.close()
         if not options.keep:
             drop_database(options.server_url, name)
             # The node logs are kept when asked, or when an invariant broke (to read why).

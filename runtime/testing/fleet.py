@@ -109,6 +109,9 @@ class Fleet:
     tick_interval: float = 10.0
     concurrency: int = 16
     extra_args: Sequence[str] = ()
+    # The URL the nodes connect with, when not `database_url` (e.g. through PgBouncer); the
+    # harness's own checks always use `database_url`.
+    node_database_url: str | None = None
     nodes: list[Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -179,7 +182,7 @@ class Fleet:
             "runtime",
             "serve",
             "--database-url",
-            self.database_url,
+            self.node_database_url or self.database_url,
             "--node-id",
             node_id,
             "--concurrency",

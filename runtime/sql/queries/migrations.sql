@@ -1,9 +1,7 @@
 -- name: migrations_lock
--- Session-level advisory lock: one migrator at a time, whatever the number of processes.
-SELECT pg_advisory_lock(%(key)s::bigint);
-
--- name: migrations_unlock
-SELECT pg_advisory_unlock(%(key)s::bigint);
+-- One migrator at a time, whatever the number of processes; released at the end of the
+-- transaction (never a session lock: a pooler in transaction mode would strand it).
+SELECT pg_advisory_xact_lock(%(key)s::bigint);
 
 -- name: migrations_bootstrap
 -- The bookkeeping table must exist before the first migration runs.
@@ -24,4 +22,5 @@ INSERT INTO plugin_runtime.schema_migrations (version, name) VALUES (%(version)s
 SELECT current_setting('search_path') AS search_path;
 
 -- name: migrations_set_search_path
+-- Session scope on purpose: undoes a migration's session-level SET within its transaction.
 SELECT set_config('search_path', %(search_path)s, false);
