@@ -7,11 +7,17 @@ so every statement the node ever sent is counted — registration, migration che
 claims with their heartbeats, records, completions, sweeps, reconciles, plugin loads, the final
 release and stop — and divided by every run it recorded. BEGIN/COMMIT/ROLLBACK are excluded and
 reported separately.
+
+Each workload runs twice by default (`--routes direct,pgbouncer`): once connected to PostgreSQL
+directly, once through a PgBouncer of the benchmark's own in transaction pooling mode (the
+server still counts what reaches it; behind the pooler the node does not LISTEN, see
+docs/deploy.md). The last line is the direct figure at the largest size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,10 +33,14 @@ from bench.common import (
     result,
 )
 from bench.node import ServeProcess, minute_start
+from runtime.testing.pgbouncer import PgBouncer
+
+ROUTES = ("direct", "pgbouncer")
 
 
 @dataclass
 class CostFigures:
+    route: str
     configs: int
     scale: float
     seconds: float
@@ -42,8 +52,16 @@ class CostFigures:
         return self.statements.total / max(self.runs, 1)
 
 
-def measure(configs: int, scale: float, seconds: float, workdir: Path) -> CostFigures:
-    with BenchDatabase(f"dbcost{configs}").create() as db:
+def measure(
+    configs: int, scale: float, seconds: float, workdir: Path, route: str = "direct"
+) -> CostFigures:
+    with (
+        BenchDatabase(f"dbcost{configs}").create() as db,
+        contextlib.ExitStack() as stack,
+    ):
+        url = None
+        if route == "pgbouncer":
+            url = stack.enter_context(PgBouncer(db.server)).url_for(db.url)
         install_minute_configs(db, PLUGINS_DIR / "noop", configs)
         log = StatementLog(db)
         log.mark_start()
@@ -51,7 +69,7 @@ def measure(configs: int, scale: float, seconds: float, workdir: Path) -> CostFi
         # of 5,000 per tick, one tick per 10 scheduler seconds).
         lead = min(seconds / 3, 2.0 + 10.0 * (configs // 5000) / scale)
         node = ServeProcess(
-            db, workdir, time_scale=scale, start_time=minute_start(lead, scale)
+            db, workdir, time_scale=scale, start_time=minute_start(lead, scale), url=url
         ).start()
         try:
             start = time.monotonic()
@@ -66,7 +84,7 @@ def measure(configs: int, scale: float, seconds: float, workdir: Path) -> CostFi
         count = log.count()
     if runs == 0:
         raise BenchError(f"no run was recorded at {configs} configs in {seconds:.0f} s")
-    return CostFigures(configs, scale, elapsed, runs, count)
+    return CostFigures(route, configs, scale, elapsed, runs, count)
 
 
 def main(argv: list[str], quick: bool) -> list[CostFigures]:
@@ -85,7 +103,15 @@ def main(argv: list[str], quick: bool) -> list[CostFigures]:
         "the node can do (statements per run do not depend on it: intervals "
         "are in scheduler seconds)",
     )
+    parser.add_argument(
+        "--routes",
+        default=",".join(ROUTES),
+        help="how the node connects, each a row: direct, pgbouncer (transaction pooling)",
+    )
     args = parser.parse_args(argv)
+    routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+    if not routes or any(r not in ROUTES for r in routes):
+        parser.error(f"--routes: expected a comma-separated subset of {', '.join(ROUTES)}")
     try:
         sizes = [(int(c), float(s)) for c, s in (p.split(":") for p in args.sizes.split(","))]
     except ValueError:
@@ -94,19 +120,21 @@ def main(argv: list[str], quick: bool) -> list[CostFigures]:
     with tempfile.TemporaryDirectory(prefix="bench-dbcost-") as tmp:
         for configs, scale in sizes:
             seconds = args.seconds or (150.0 if not quick else 12.0 if configs <= 1000 else 34.0)
-            f = measure(configs, scale, seconds, Path(tmp))
-            figures.append(f)
-            print(
-                f"{configs} minute configs, clock x{scale:g}, {f.seconds:.0f} s of serve: "
-                f"{f.runs} runs, {f.statements.describe()}"
-            )
-            print(
-                f"  statements per run at {configs}: {f.per_run:.4f} ({f.runs / max(f.statements.total, 1):.0f} runs per statement)"
-            )
-    last = figures[-1]
+            for route in routes:
+                f = measure(configs, scale, seconds, Path(tmp), route)
+                figures.append(f)
+                print(
+                    f"{configs} minute configs, {route}, clock x{scale:g}, "
+                    f"{f.seconds:.0f} s of serve: {f.runs} runs, {f.statements.describe()}"
+                )
+                print(
+                    f"  statements per run at {configs}, {route}: {f.per_run:.4f} "
+                    f"({f.runs / max(f.statements.total, 1):.0f} runs per statement)"
+                )
+    last = ([f for f in figures if f.route == "direct"] or figures)[-1]
     result(
         "statements_per_run",
         round(last.per_run, 4),
-        note=f"{last.configs} configs, {last.seconds:.0f} s of serve, {last.runs} runs",
+        note=f"{last.configs} configs, {last.route}, {last.seconds:.0f} s of serve, {last.runs} runs",
     )
     return figures

@@ -66,7 +66,9 @@ class ServeProcess:
         concurrency: int = 32,
         tick_interval: float = 10.0,
         extra: list[str] | None = None,
+        url: str | None = None,
     ) -> None:
+        """`url`: what the node connects with, when not `db.url` (e.g. through PgBouncer)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{db.name}.serve.log"
         args = [
@@ -75,7 +77,7 @@ class ServeProcess:
             "runtime",
             "serve",
             "--database-url",
-            db.url,
+            url or db.url,
             "--node-id",
             "bench-node",
             "--concurrency",

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "isolation": "bench.isolation",
     "scale": "bench.scale",
     "peers": "bench.peers_bench",
+    "reload": "bench.reload",
 }
 
 

@@ -144,11 +144,11 @@ class PgBouncer:
                 with psycopg.connect(self.url_for(self.server_url), connect_timeout=2) as conn:
                     conn.execute("SELECT 1")
                 return self
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
                     log = self.log_text()
                     self.close()
-                    raise RuntimeError(f"PgBouncer did not answer in {timeout} s:\n{log}")
+                    raise RuntimeError(f"PgBouncer did not answer in {timeout} s:\n{log}") from exc
                 time.sleep(0.1)
 
     def url_for(self, database_url: str) -> str:

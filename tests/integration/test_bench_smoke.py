@@ -51,7 +51,7 @@ def test_unknown_benchmark_is_a_one_line_error() -> None:
     proc = bench("nosuch")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: unknown benchmark 'nosuch' (known: sandbox, throughput, dbcost, isolation, scale, peers, all)"
+        "error: unknown benchmark 'nosuch' (known: sandbox, throughput, dbcost, isolation, scale, peers, reload, all)"
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 from runtime.db import connect
 from runtime.migrate import migrate
 from runtime.testing.fleet import Fleet
+from runtime.testing.pgbouncer import PgBouncer
 from runtime.testing.postgres import PrivateServer
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
@@ -25,6 +26,16 @@ T0 = datetime(2026, 3, 2, 5, 30, tzinfo=UTC)
 
 def make_fleet(database_url: str, tmp_path: Path, **kwargs: Any) -> Fleet:
     return Fleet(database_url, tmp_path / "fleet", **kwargs)
+
+
+@pytest.fixture(params=["direct", "via_pgbouncer"])
+def nodes_url(request: pytest.FixtureRequest, database_url: str) -> str | None:
+    """The URL the fleet's nodes connect with: None (the database directly), or the same
+    database through PgBouncer in transaction pooling mode (LISTEN then falls back by itself)."""
+    if request.param == "direct":
+        return None
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+    return bouncer.url_for(database_url)
 
 
 def ok_runs(fleet: Fleet, where: str = "TRUE", params: Any = None) -> list[dict[str, Any]]:
@@ -80,9 +91,11 @@ def _initialise(fleet: Fleet) -> None:
 
 
 def test_hourly_backfill_after_downtime_oldest_first_exactly_once(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, nodes_url: str | None
 ) -> None:
-    fleet = make_fleet(database_url, tmp_path, start_time=T0, tick_interval=2)
+    fleet = make_fleet(
+        database_url, tmp_path, node_database_url=nodes_url, start_time=T0, tick_interval=2
+    )
     fleet.install(PLUGINS / "flaky_hourly")
     (config_id,) = fleet.create_configs("flaky_hourly", 1, {"succeed_on_attempt": 1})
     _initialise(fleet)
@@ -154,8 +167,17 @@ def test_slots_beyond_the_window_are_recorded_missed(database_url: str, tmp_path
     assert "older than the catch-up window" in fleet.nodes[0].log_text()
 
 
-def test_three_nodes_split_the_work_without_duplicates(database_url: str, tmp_path: Path) -> None:
-    fleet = make_fleet(database_url, tmp_path, time_scale=60, tick_interval=5, concurrency=8)
+def test_three_nodes_split_the_work_without_duplicates(
+    database_url: str, tmp_path: Path, nodes_url: str | None
+) -> None:
+    fleet = make_fleet(
+        database_url,
+        tmp_path,
+        node_database_url=nodes_url,
+        time_scale=60,
+        tick_interval=5,
+        concurrency=8,
+    )
     with fleet:
         fleet.install(PLUGINS / "tiny")
         fleet.create_configs("tiny", 30, {"api_key": "k"})
@@ -175,10 +197,13 @@ def test_three_nodes_split_the_work_without_duplicates(database_url: str, tmp_pa
     assert counts and all(row["count"] == row["runs"] for row in counts)
 
 
-def test_runs_of_a_killed_node_complete_elsewhere(database_url: str, tmp_path: Path) -> None:
+def test_runs_of_a_killed_node_complete_elsewhere(
+    database_url: str, tmp_path: Path, nodes_url: str | None
+) -> None:
     fleet = make_fleet(
         database_url,
         tmp_path,
+        node_database_url=nodes_url,
         time_scale=600,
         start_time=T0,
         tick_interval=10,
@@ -212,9 +237,11 @@ def test_runs_of_a_killed_node_complete_elsewhere(database_url: str, tmp_path: P
 
 
 def test_direct_sql_disable_stops_the_config_on_every_node_within_5s(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, nodes_url: str | None
 ) -> None:
-    fleet = make_fleet(database_url, tmp_path, time_scale=30, tick_interval=10)
+    fleet = make_fleet(
+        database_url, tmp_path, node_database_url=nodes_url, time_scale=30, tick_interval=10
+    )
     with fleet:
         fleet.install(PLUGINS / "tiny")
         ids = fleet.create_configs("tiny", 6, {"api_key": "k"})
@@ -453,10 +480,32 @@ def test_sigterm_drains_running_runs_and_releases_held_ones(
     ]
 
 
+@pytest.mark.parametrize(
+    "route", ["direct", "via_pgbouncer_listen_url", "via_pgbouncer_reconcile_only"]
+)
 def test_configs_created_or_edited_by_sql_take_effect_within_seconds(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, route: str, request: pytest.FixtureRequest
 ) -> None:
-    fleet = make_fleet(database_url, tmp_path, time_scale=600, start_time=T0, tick_interval=10)
+    """Directly, LISTEN hears the change; through PgBouncer, LISTEN takes the direct
+    --listen-database-url, or (without one) the change waits for the periodic reconcile, here
+    every 600 scheduler seconds = 1 real second."""
+    nodes_url: str | None = None
+    extra: list[str] = []
+    if route != "direct":
+        nodes_url = request.getfixturevalue("pgbouncer").url_for(database_url)
+        if route == "via_pgbouncer_listen_url":
+            extra = ["--listen-database-url", database_url]
+        else:
+            extra = ["--reconcile-interval", "600"]
+    fleet = make_fleet(
+        database_url,
+        tmp_path,
+        node_database_url=nodes_url,
+        extra_args=extra,
+        time_scale=600,
+        start_time=T0,
+        tick_interval=10,
+    )
     with fleet:
         fleet.install(PLUGINS / "tiny")
         fleet.start_nodes(1)
@@ -494,6 +543,10 @@ def test_configs_created_or_edited_by_sql_take_effect_within_seconds(
         )
     later = ok_runs(fleet, "task = 'run_every_hour' AND started_at > %s", (edited_at,))
     assert all(r["result"] == {"greeting": "bonjour"} for r in later)
+    # Through the pooler without a direct URL the listener found out it hears nothing; with one
+    # (or directly) it heard.
+    deaf = "notifications do not arrive" in fleet.nodes[0].log_text()
+    assert deaf == (route == "via_pgbouncer_reconcile_only")
 
 
 def test_deleting_a_config_with_a_run_in_flight_harms_nothing(
