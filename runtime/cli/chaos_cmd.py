@@ -94,6 +94,12 @@ from runtime.testing.chaos import ChaosOptions, run_chaos
     "--seed", type=int, default=None, help="Random seed of the fault schedule (default: random)."
 )
 @click.option("--keep", is_flag=True, help="Keep the throwaway database and node logs.")
+@click.option(
+    "--via-pgbouncer",
+    is_flag=True,
+    help="Connect every node through a PgBouncer of the run's own in transaction pooling mode "
+    "(the system's pgbouncer binary).",
+)
 def chaos_command(
     database_url: str | None,
     nodes: int,
@@ -108,6 +114,7 @@ def chaos_command(
     max_lag: float,
     seed: int | None,
     keep: bool,
+    via_pgbouncer: bool,
 ) -> None:
     """Inject faults into a real fleet and check the scheduling invariants."""
     url = (
@@ -138,6 +145,7 @@ def chaos_command(
             max_lag_s=max_lag,
             seed=seed,
             keep=keep,
+            pgbouncer=via_pgbouncer,
             log=lambda line: click.echo(line, err=True),
         )
     )

@@ -15,10 +15,16 @@ from runtime.testing.chaos import PLUGINS_DIR, ChaosOptions, ChaosReport, _check
 from runtime.testing.fleet import Fleet
 
 
-def test_kills_and_pauses_break_no_invariant(postgres_server_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("route", ["direct", "via_pgbouncer"])
+def test_kills_and_pauses_break_no_invariant(
+    postgres_server_url: str, tmp_path: Path, route: str
+) -> None:
+    """Every hourly slot once, none twice; via_pgbouncer: every node connects through a
+    PgBouncer in transaction pooling mode (and lives on the periodic reconcile)."""
     report = run_chaos(
         ChaosOptions(
             server_url=postgres_server_url,
+            pgbouncer=route == "via_pgbouncer",
             nodes=2,
             configs=40,
             duration_s=20,
