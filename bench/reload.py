@@ -93,7 +93,7 @@ def _disable_once(db: BenchDatabase, config_id: int) -> float:
         with db.conn() as conn:
             row = conn.execute(
                 "SELECT id FROM plugin_runtime.runs WHERE config_id = %s AND state = 'claimed' "
-                "AND started_at IS NULL AND slot > %s ORDER BY id DESC LIMIT 1",
+                "AND started_at IS NULL AND due_at > %s ORDER BY id DESC LIMIT 1",
                 (config_id, datetime.now(UTC)),
             ).fetchone()
         if row:
