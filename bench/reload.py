@@ -143,11 +143,11 @@ def measure(route: str, samples: int, reconcile_s: float, workdir: Path) -> Rout
                 extra += ["--listen-database-url", db.url]
         node = ServeProcess(db, workdir, extra=extra, url=url).start()
         stack.callback(node.stop)
-        wait_until(
-            lambda: bool(_scalar(db, "SELECT count(*) > 0 FROM plugin_runtime.nodes")),
-            60,
-            "the node to register",
-        )
+        def registered() -> bool:
+            node.check_alive()
+            return bool(_scalar(db, "SELECT count(*) > 0 FROM plugin_runtime.nodes"))
+
+        wait_until(registered, 60, "the node to register")
         time.sleep(4.0)  # past the listener's probe
         for _ in range(samples):
             node.check_alive()
