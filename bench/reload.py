@@ -143,6 +143,7 @@ def measure(route: str, samples: int, reconcile_s: float, workdir: Path) -> Rout
                 extra += ["--listen-database-url", db.url]
         node = ServeProcess(db, workdir, extra=extra, url=url).start()
         stack.callback(node.stop)
+
         def registered() -> bool:
             node.check_alive()
             return bool(_scalar(db, "SELECT count(*) > 0 FROM plugin_runtime.nodes"))
