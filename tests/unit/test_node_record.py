@@ -67,12 +67,12 @@ def test_text_is_repaired_not_refused() -> None:
     run = claimed(kit)
     duty = kit.record()
     logs = [LogLine("info", "lone \ud800 surrogate"), LogLine("warn\x00", "nul \x00 here")]
-    result = {"k\udfff": ["\x00", "pair \ud83d\ude00"]}
+    result = {"x\udfff": ["\x00", "pair \ud83d\ude00"]}  # (not "k": the kit's secret)
     duty.add(finished(run, report(result=result, logs=logs), T0))
     duty.flush()
     row = kit.gateway.runs[run.run_id]
     assert row.outcome is Outcome.OK
-    assert row.result == {"k\ufffd": ["\ufffd", "pair \U0001f600"]}
+    assert row.result == {"x\ufffd": ["\ufffd", "pair \U0001f600"]}
     assert [line["message"] for line in row.logs] == ["lone \ufffd surrogate", "nul \ufffd here"]
 
 
