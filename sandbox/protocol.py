@@ -197,15 +197,21 @@ def value_problem(value: Any, max_depth: int, *, allow_nul: bool = True) -> str 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\r" if char == "\r" else f"\\x{ord(char):02x}"
+
+
 def clean_text(text: str) -> str:
-    """Text for people (a log line, an error message): lone surrogates and control characters
-    (but tab and newline) become U+FFFD."""
+    """Text for people (a log line, an error message): lone surrogates become U+FFFD, control
+    characters (but tab and newline) a visible escape (`\\x1b`, `\\r`), the one the runtime's
+    displays use (runtime/text.py `visible`)."""
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return _CONTROL.sub("\ufffd", text)
+    return _CONTROL.sub(_escape_control, text)
 
 
 def json_size(value: Any) -> int:

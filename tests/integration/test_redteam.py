@@ -55,7 +55,7 @@ def test_a_plugin_cannot_send_terminal_escapes_in_text_for_people(
 ) -> None:
     """Log lines, error messages and traceback lines are printed on the operator's terminal (run,
     logs, runs show) and served by the status page: a plugin's ESC there cleared the screen and
-    printed a forged "outcome ok" over the real one. Control characters become U+FFFD."""
+    printed a forged "outcome ok" over the real one. Control characters become visible escapes."""
     escapes = json.dumps(ESCAPES)
     logged = plugin_dir(
         tmp_path / "logged",
@@ -69,7 +69,7 @@ def test_a_plugin_cannot_send_terminal_escapes_in_text_for_people(
     texts = text_of(outcome)
     assert len(outcome.logs) == 2 and any("outcome ok" in t for t in texts)
     assert [t for t in texts if CONTROL.search(t)] == []
-    assert "\ufffd[2J" in outcome.logs[0].message
+    assert "\\x1b[2J\\x1b[1A" in outcome.logs[0].message  # shown, not acted on
     assert "line 4" in "\n".join(outcome.error.traceback if outcome.error else [])
 
     # A refused construct: the refusal quotes the plugin's line, escapes and all.
