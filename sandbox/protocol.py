@@ -199,12 +199,14 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def _escape_control(match: re.Match[str]) -> str:
     char = match.group()
+    if char == "\x00":  # what the recorder does with a NUL (PostgreSQL stores none)
+        return "\ufffd"
     return "\\r" if char == "\r" else f"\\x{ord(char):02x}"
 
 
 def clean_text(text: str) -> str:
-    """Text for people (a log line, an error message): lone surrogates become U+FFFD, control
-    characters (but tab and newline) a visible escape (`\\x1b`, `\\r`), the one the runtime's
+    """Text for people (a log line, an error message): lone surrogates and NUL become U+FFFD,
+    other control characters (but tab and newline) a visible escape (`\\x1b`, `\\r`), the one the runtime's
     displays use (runtime/text.py `visible`)."""
     if not text.isascii():
         try:
