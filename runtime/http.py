@@ -1,7 +1,7 @@
 """The node's HTTP port (`serve --http HOST:PORT`):
 
-- `GET /metrics`   Prometheus text of runtime.metrics.REGISTRY (+ quarantined configs, from the
-                   database at most every QUARANTINE_REFRESH_S)
+- `GET /metrics`   Prometheus text of runtime.metrics.REGISTRY (+ the configs gauges, quarantined
+                   and by plugin and state, from the database at most every CONFIGS_REFRESH_S)
 - `GET /healthz`   200 while the process is alive
 - `GET /readyz`    200 when the node reaches the database and has ticked, else 503
 - `GET /api/status` the `plugin-runtime status` snapshot as JSON
@@ -20,7 +20,7 @@ The port is open to whoever can reach it, so it is built to hold against strange
   that a connection gets a 503 and is closed without being read. One request per connection.
 - Everything that touches the database runs in one small pool (`db_workers` threads, one short
   connection each): the status snapshot, the charts, the config and run pages' data, the
-  quarantine gauge, admin actions. The status snapshot and the charts are cached: at most one
+  configs gauges, admin actions. The status snapshot and the charts are cached: at most one
   query each per `status_interval_s`, whatever the request rate; requests meanwhile get the
   last one. Per-item requests (a config, a run, an admin action) wait in the pool, at most
   `max_pending_db` of them; beyond that they get 503. So the port can never hold more than `db_workers` of the
@@ -63,7 +63,7 @@ from runtime.text import Masker, visible
 log = logging.getLogger("plugin_runtime.http")
 
 ADMIN_TOKEN_ENV = "PLUGIN_RUNTIME_ADMIN_TOKEN"
-QUARANTINE_REFRESH_S = 10.0
+CONFIGS_REFRESH_S = 10.0
 MAX_HEAD_BYTES = 16 * 1024
 WEB = Path(__file__).parent / "web"
 _PAGE_PATH = re.compile(r"^/(?P<kind>configs|runs)/(?P<id>\d{1,18})/?$")
@@ -241,7 +241,7 @@ class HttpServer:
         self.open_connections = 0
         self.pending_db = 0
         self._pending_lock = threading.Lock()
-        self._quarantine_checked = 0.0
+        self._configs_checked = 0.0
         # Bind now, in the caller's thread, so that a bad address fails at start-up.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
@@ -269,15 +269,26 @@ class HttpServer:
         status["admin"] = self.admin_token is not None
         return dumps(status).encode()
 
-    def _refresh_quarantined(self) -> None:
+    def _refresh_configs(self) -> None:
+        """The configs gauges (quarantined, and by plugin and state): one statement."""
         try:
             with connect(
                 self.supervisor.url, connect_timeout=3, application_name="plugin-runtime metrics"
             ) as conn:
-                row = conn.execute(query("quarantined_count")).fetchone()
-            metrics.QUARANTINED.set(int(row["n"]) if row else 0)
-        except Exception as exc:  # the gauge keeps its last value; /metrics still answers
-            log.debug("could not refresh the quarantined gauge: %s", exc)
+                rows = conn.execute(query("configs_by_plugin")).fetchall()
+            metrics.set_configs(
+                [
+                    metrics.PluginConfigCount(
+                        plugin=str(row["plugin"]),
+                        enabled=int(row["enabled"]),
+                        disabled=int(row["disabled"]),
+                        quarantined=int(row["quarantined"]),
+                    )
+                    for row in rows
+                ]
+            )
+        except Exception as exc:  # the gauges keep their last values; /metrics still answers
+            log.debug("could not refresh the configs gauges: %s", exc)
 
     def _item(self, kind: str, item: int) -> Response:
         """A config's or a run's page data (`page_data`). A run's error, logs and result are
@@ -354,9 +365,9 @@ class HttpServer:
 
     async def _get(self, path: str) -> Response:
         if path == "/metrics":
-            if time.monotonic() - self._quarantine_checked >= QUARANTINE_REFRESH_S:
-                self._quarantine_checked = time.monotonic()
-                self.pool.submit(self._refresh_quarantined)
+            if time.monotonic() - self._configs_checked >= CONFIGS_REFRESH_S:
+                self._configs_checked = time.monotonic()
+                self.pool.submit(self._refresh_configs)
             return Response(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
         if path == "/api/status":
             return await self._cached(self.status)

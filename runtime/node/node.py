@@ -335,7 +335,7 @@ class Node:
             due = run.slot + timedelta(seconds=run.offset_s)
             lag = (event.started_at - due).total_seconds() / self.clock.scale
             self.stats.lags.append(lag)
-            metrics.START_LAG.labels(run.label).observe(max(0.0, lag))
+            metrics.run_started(run.plugin.name, run.label, lag)
         metrics.QUEUE_DEPTH.set(self.dispatcher.held_count())
         metrics.RUNNING.set(self.dispatcher.running_count())
 
@@ -345,10 +345,7 @@ class Node:
         self.stats.finished += 1
         self.stats.by_outcome[outcome.value] = self.stats.by_outcome.get(outcome.value, 0) + 1
         self.stats.avg_run_s = 0.9 * self.stats.avg_run_s + 0.1 * (report.duration_ms / 1000.0)
-        metrics.RUNS.labels(run.label, outcome.value).inc()
-        metrics.RUN_DURATION.labels(run.label).observe(report.duration_ms / 1000.0)
-        if outcome.killed:
-            metrics.SANDBOX_KILLS.labels(outcome.value).inc()
+        metrics.run_finished(run.plugin.name, run.label, outcome, report.duration_ms / 1000.0)
         # The error is the plugin's text: its config's secrets are masked in the log line too.
         error = run.masker().text(error_summary(report.error))
         log.log(

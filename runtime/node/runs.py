@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from runtime.metrics import MANUAL
 from runtime.schedule import TaskState
 from runtime.text import Masker, secret_values
 from sandbox.manifest import Cadence, Plugin
@@ -44,8 +45,8 @@ class ClaimedRun:
 
     @property
     def label(self) -> str:
-        """The cadence label of metrics and logs."""
-        return "manual" if self.manual or self.cadence is None else self.cadence.value
+        """The cadence label of metrics and logs (one of `metrics.CADENCE_LABELS`)."""
+        return MANUAL if self.manual or self.cadence is None else self.cadence.value
 
 
 @dataclass(frozen=True)

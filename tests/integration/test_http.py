@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from browser import HOW_TO_GET_ONE, find_chromium
+from promql import Exported, problems, runbook_queries
 
 from runtime.testing.fleet import Fleet
 
@@ -31,6 +32,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TOKEN = "s3cret-admin-token"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -118,6 +120,46 @@ def test_probes_metrics_and_status_json(
         assert fleet.query("SELECT enabled FROM plugin_runtime.plugin_configs WHERE id = 1") == [
             {"enabled": True}
         ]
+
+
+def test_every_promql_example_of_the_runbook_is_what_a_node_exports(
+    database_url: str, test_plugins_dir: Path, tmp_path: Path
+) -> None:
+    """docs/runbook.md's PromQL, line by line, against a real node's /metrics after real runs
+    (ok and failed, two plugins) and a refresh of the configs gauges."""
+    queries = runbook_queries((REPO_ROOT / "docs" / "runbook.md").read_text(encoding="utf-8"))
+    assert len(queries) >= 10
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with _fleet(database_url, tmp_path, port) as fleet:
+        fleet.install(test_plugins_dir / "tiny")
+        fleet.install(test_plugins_dir / "always_fails")
+        fleet.create_configs("tiny", 2, {"api_key": "k"})
+        fleet.create_configs("always_fails", 1)
+        fleet.create_configs("always_fails", 1, enabled=False)
+        fleet.start_nodes(1)
+
+        def scraped() -> str | None:
+            text = _request(base + "/metrics")[1]
+            wanted = [
+                ("plugin_runtime_plugin_runs_total", 'cadence="minute",outcome="ok",plugin="tiny"'),
+                (
+                    "plugin_runtime_plugin_runs_total",
+                    'cadence="minute",outcome="error",plugin="always_fails"',
+                ),
+                ("plugin_runtime_plugin_start_lag_seconds_count", 'cadence="minute",plugin="tiny"'),
+                ("plugin_runtime_plugin_configs", 'plugin="always_fails",state="disabled"'),
+            ]
+            return text if all(_metric(text, *w) for w in wanted) else None
+
+        text = fleet.wait_for(scraped, 40, "per-plugin metrics in /metrics")
+    assert _metric(text, "plugin_runtime_plugin_configs", 'plugin="tiny",state="enabled"') == 2
+    assert _metric(text, "plugin_runtime_plugin_configs", 'plugin="tiny",state="quarantined"') == 0
+    assert _metric(text, "plugin_runtime_plugin_labels") == 2
+    assert "config" not in {k for labels in Exported.parse(text).labels.values() for k in labels}
+    exported = Exported.parse(text)
+    found = {query: problems(query, exported) for query in queries}
+    assert {q: p for q, p in found.items() if p} == {}
 
 
 def test_readyz_is_503_while_the_database_is_unreachable(cli_runner: CliRunner) -> None:

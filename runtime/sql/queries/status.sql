@@ -180,8 +180,17 @@ SELECT c.id AS config_id, p.name AS plugin, c.enabled, c.quarantined_at, c.quara
  ORDER BY c.quarantined_at IS NULL, c.consecutive_failures DESC, c.id
  LIMIT 100;
 
--- name: quarantined_count
-SELECT count(*) AS n FROM plugin_runtime.plugin_configs WHERE quarantined_at IS NOT NULL;
+-- name: configs_by_plugin
+-- The configs of each plugin by state, for the /metrics gauges (runtime/metrics.py): enabled
+-- (and not quarantined: they run), disabled, quarantined.
+SELECT p.name AS plugin,
+       count(*) FILTER (WHERE c.enabled AND c.quarantined_at IS NULL) AS enabled,
+       count(*) FILTER (WHERE NOT c.enabled AND c.quarantined_at IS NULL) AS disabled,
+       count(*) FILTER (WHERE c.quarantined_at IS NOT NULL) AS quarantined
+  FROM plugin_runtime.plugins p
+  JOIN plugin_runtime.plugin_configs c ON c.plugin_id = p.id
+ GROUP BY p.name
+ ORDER BY p.name;
 
 -- name: config_exists
 SELECT id FROM plugin_runtime.plugin_configs WHERE id = %(id)s;
