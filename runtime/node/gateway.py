@@ -1,11 +1,14 @@
 """The node's one way to the database.
 
-Every statement a node sends goes through `PgGateway._send`: it is counted there (the node's
-database budget, a small fraction of a statement per run, is held to by a test and by
+Every statement a node sends goes through `_Session._send_counted`: on the work connection
+(`PgGateway`) and on the listener's own (`PgListenerGateway`, from `PgGateway.listener`: LISTEN
+needs a session of its own, possibly on another URL). It is counted there (the node's database
+budget, a small fraction of a statement per run, is held to by a test and by
 `python -m bench dbcost`), driver errors are translated there into the project's own
 (`DatabaseUnavailable`, `Refused`, `Conflict`, `DatabaseError`), and every method returns typed
-rows (runtime/node/records.py). `Gateway` is the interface the node's duties are written
-against; `runtime.testing.memory_gateway.MemoryGateway` implements it in memory for unit tests.
+rows (runtime/node/records.py). `Gateway` and `ListenerGateway` are the interfaces the node's
+duties and its listener are written against; `runtime.testing.memory_gateway` implements both
+in memory for unit tests.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from runtime import retention, store
-from runtime.db import Conflict, DatabaseError, DatabaseUnavailable, Refused, connect
+from runtime.db import (
+    Conflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    Refused,
+    connect,
+    describe_location,
+)
 from runtime.jsonable import iso_utc
 from runtime.migrate import migrate
 from runtime.node.records import (
@@ -60,10 +70,50 @@ class Registration:
     layer_reasons: Mapping[str, str] = field(default_factory=dict)
 
 
+# The channels a node listens on (the triggers of migration 0001 NOTIFY them), and the one
+# the listener probes itself on (runtime/node/listener.py).
+CHANNELS = ("plugin_runtime_changes", "plugin_runtime_trigger")
+PROBE_CHANNEL = "plugin_runtime_probe"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A NOTIFY heard on a listened channel."""
+
+    channel: str
+    payload: str
+
+
+class ListenerGateway(Protocol):
+    """The listener's own session. Methods raise only the errors of runtime/db.py."""
+
+    statements: int
+    where: str  # the server it listens on, for messages (no password)
+
+    def open(self) -> None: ...
+    def listen(self) -> None:
+        """LISTEN on CHANNELS."""
+        ...
+
+    def probe(self, token: str) -> None:
+        """LISTEN on PROBE_CHANNEL, and NOTIFY `token` there from a second connection."""
+        ...
+
+    def notifications(
+        self, timeout: float, stop_after: int | None = None
+    ) -> Iterator[Notification]: ...
+    def unlisten(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class Gateway(Protocol):
     """What a node asks of the database. Methods raise only the errors of runtime/db.py."""
 
     statements: int
+
+    def listener(self, url: str | None = None) -> ListenerGateway:
+        """A session for the listener, to `url` (default: the gateway's own database)."""
+        ...
 
     @property
     def connected(self) -> bool: ...
@@ -147,44 +197,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class PgGateway:
-    """The gateway over one autocommit psycopg connection, owned by the node's thread."""
+class _Session:
+    """One autocommit psycopg connection, owned by one thread: where statements are sent,
+    counted and their driver errors translated."""
 
-    def __init__(self, url: str, *, application_name: str = "plugin-runtime") -> None:
+    def __init__(self, url: str, application_name: str) -> None:
         self.url = url
         self.application_name = application_name
         self.statements = 0
         self._conn: psycopg.Connection[DictRow] | None = None
 
-    # -- connection ---------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.closed
 
-    def open(self, registration: Registration) -> None:
-        """Connect (if not connected), apply migrations, and register the node."""
-        if self.connected:
-            return
-        try:
+    def _open(self) -> None:
+        if not self.connected:
             self._conn = connect(self.url, application_name=self.application_name)
-            migrate(self._conn)
-        except psycopg.Error as exc:
-            self.close()
-            raise DatabaseUnavailable(_first_line(exc)) from exc
-        self._send(
-            "register_node",
-            {
-                "id": registration.node_id,
-                "hostname": registration.hostname,
-                "pid": registration.pid,
-                "capabilities": list(registration.capabilities),
-                "layers": Jsonb(dict(registration.layers)),
-                "concurrency": registration.concurrency,
-                "posture": registration.posture,
-                "posture_reason": registration.posture_reason,
-                "layer_reasons": Jsonb(dict(registration.layer_reasons)),
-            },
-        )
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -193,15 +222,6 @@ class PgGateway:
                 conn.close()
             except psycopg.Error:
                 pass
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                yield
-        except psycopg.Error as exc:  # raised by COMMIT or ROLLBACK themselves
-            raise self._translate(exc) from exc
 
     def _connection(self) -> psycopg.Connection[DictRow]:
         if self._conn is None or self._conn.closed:
@@ -214,10 +234,14 @@ class PgGateway:
         return rows
 
     def _send_counted(
-        self, name: str, params: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        conn: psycopg.Connection[DictRow] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Rows (if the statement returns any) and the number of rows it touched."""
-        conn = self._connection()
+        """Rows (if the statement returns any) and the number of rows it touched (on `conn`,
+        by default the session's own connection)."""
+        conn = conn or self._connection()
         values = {key: _param(value) for key, value in (params or {}).items()}
         self.statements += 1
         try:
@@ -238,6 +262,91 @@ class PgGateway:
         if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
             return Refused(_first_line(exc))
         return DatabaseError(_first_line(exc))
+
+
+class PgListenerGateway(_Session):
+    """The listener's session: LISTEN, the probe, and the notifications that arrive. Owned by
+    the listener's thread."""
+
+    def __init__(self, url: str, *, application_name: str = "plugin-runtime listener") -> None:
+        super().__init__(url, application_name)
+        self.where = describe_location(url)
+
+    def open(self) -> None:
+        self._open()
+
+    def listen(self) -> None:
+        for name in ("listen_changes", "listen_trigger"):
+            self._send(name)
+
+    def probe(self, token: str) -> None:
+        self._send("listen_probe")
+        with connect(self.url, application_name=f"{self.application_name} probe") as other:
+            self._send_counted("notify_probe", {"channel": PROBE_CHANNEL, "token": token}, other)
+
+    def notifications(
+        self, timeout: float, stop_after: int | None = None
+    ) -> Iterator[Notification]:
+        conn = self._connection()
+        try:
+            for note in conn.notifies(timeout=timeout, stop_after=stop_after):
+                yield Notification(note.channel, note.payload)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    def unlisten(self) -> None:
+        self._send("unlisten_all")
+
+
+class PgGateway(_Session):
+    """The gateway over one autocommit psycopg connection, owned by the node's thread."""
+
+    def __init__(self, url: str, *, application_name: str = "plugin-runtime") -> None:
+        super().__init__(url, application_name)
+
+    def listener(self, url: str | None = None) -> PgListenerGateway:
+        return PgListenerGateway(
+            url or self.url, application_name=f"{self.application_name} listener"
+        )
+
+    # -- connection ---------------------------------------------------------------------------
+    def open(self, registration: Registration) -> None:
+        """Connect (if not connected), apply migrations, and register the node."""
+        if self.connected:
+            return
+        try:
+            self._open()
+            assert self._conn is not None
+            migrate(self._conn)
+        except psycopg.Error as exc:
+            self.close()
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+        except DatabaseUnavailable:
+            self.close()
+            raise
+        self._send(
+            "register_node",
+            {
+                "id": registration.node_id,
+                "hostname": registration.hostname,
+                "pid": registration.pid,
+                "capabilities": list(registration.capabilities),
+                "layers": Jsonb(dict(registration.layers)),
+                "concurrency": registration.concurrency,
+                "posture": registration.posture,
+                "posture_reason": registration.posture_reason,
+                "layer_reasons": Jsonb(dict(registration.layer_reasons)),
+            },
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                yield
+        except psycopg.Error as exc:  # raised by COMMIT or ROLLBACK themselves
+            raise self._translate(exc) from exc
 
     @staticmethod
     def _recordset(name: str, items: Sequence[Any]) -> str:

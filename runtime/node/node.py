@@ -94,7 +94,9 @@ class Node:
         self._events: queue.SimpleQueue[Started | Finished] = queue.SimpleQueue()
         self._reported_down = False
         self.ledger = Ledger()
-        self.listener = Listener(self.settings.listen_database_url or url, self.wake)
+        self.listener = Listener(
+            self.gateway.listener(self.settings.listen_database_url or None), self.wake
+        )
         self.dispatcher = Dispatcher(
             self.sandbox,
             self.clock,

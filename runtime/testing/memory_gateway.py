@@ -5,12 +5,18 @@ are due, what a claim, a completion, a release or a sweep writes), refuses what 
 refuse (data that does not encode, NUL and lone surrogates), counts statements the same way,
 and can be told to fail: `fail_next("complete", DatabaseUnavailable("down"))`.
 
+`MemoryListenerGateway` is the listener's session in memory (`MemoryGateway.listener()`): a test
+NOTIFYs through it what the database's triggers would, and can make it deaf (a pooler in
+transaction mode) or lose its connection.
+
 The integration tests (tests/integration/) hold the real statements to the same behaviour.
 """
 
 from __future__ import annotations
 
 import copy
+import queue
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +25,13 @@ from typing import Any
 
 from runtime.db import DatabaseUnavailable, Refused
 from runtime.node import records as rec
-from runtime.node.gateway import Registration, recordset_json
+from runtime.node.gateway import (
+    CHANNELS,
+    PROBE_CHANNEL,
+    Notification,
+    Registration,
+    recordset_json,
+)
 from sandbox.manifest import Cadence, Plugin
 from sandbox.outcome import FAILURES, Outcome
 
@@ -72,6 +84,79 @@ class ConfigRow:
 
 
 @dataclass
+class MemoryListenerGateway:
+    """The listener's session in memory. `hears=False`: notifications never arrive (a pooler in
+    transaction mode); `fail_next("notifications", DatabaseUnavailable(...))`: the connection
+    is lost while it waits. Statements are counted as the real session counts them."""
+
+    statements: int = 0
+    where: str = "memory"
+    hears: bool = True
+    is_open: bool = False
+    opens: int = 0
+    listening: set[str] = field(default_factory=set)
+    _notes: queue.Queue[Notification] = field(default_factory=queue.Queue)
+    _failures: dict[str, list[BaseException]] = field(default_factory=dict)
+
+    def notify(self, channel: str, payload: str) -> None:
+        """What a NOTIFY on `channel` does (from a trigger, or psql)."""
+        if self.hears and self.is_open and channel in self.listening:
+            self._notes.put(Notification(channel, payload))
+
+    def fail_next(self, method: str, error: BaseException) -> None:
+        self._failures.setdefault(method, []).append(error)
+
+    def _fail(self, method: str) -> None:
+        pending = self._failures.get(method)
+        if pending:
+            raise pending.pop(0)
+
+    def _send(self, method: str, count: int = 1) -> None:
+        if not self.is_open:
+            raise DatabaseUnavailable("not connected")
+        self._fail(method)
+        self.statements += count
+
+    def open(self) -> None:
+        self._fail("open")
+        self.is_open = True
+        self.opens += 1
+
+    def listen(self) -> None:
+        self._send("listen", len(CHANNELS))
+        self.listening.update(CHANNELS)
+
+    def probe(self, token: str) -> None:
+        self._send("probe", 2)  # LISTEN here, NOTIFY from a second connection
+        self.listening.add(PROBE_CHANNEL)
+        self.notify(PROBE_CHANNEL, token)
+
+    def notifications(
+        self, timeout: float, stop_after: int | None = None
+    ) -> Iterator[Notification]:
+        deadline = time.monotonic() + timeout
+        got = 0
+        while (left := deadline - time.monotonic()) > 0:
+            self._fail("notifications")
+            try:
+                note = self._notes.get(timeout=min(left, 0.05))
+            except queue.Empty:
+                continue
+            yield note
+            got += 1
+            if stop_after is not None and got >= stop_after:
+                return
+
+    def unlisten(self) -> None:
+        self._send("unlisten")
+        self.listening.clear()
+
+    def close(self) -> None:
+        self.is_open = False
+        self.listening.clear()
+
+
+@dataclass
 class MemoryGateway:
     statements: int = 0
     plugins: dict[int, rec.PluginCode] = field(default_factory=dict)
@@ -82,6 +167,7 @@ class MemoryGateway:
     dead_nodes: set[str] = field(default_factory=set)  # nodes whose heartbeat is too old
     calls: list[tuple[str, Any]] = field(default_factory=list)  # sync, prune, ...: what was asked
     is_open: bool = True
+    listener_session: MemoryListenerGateway | None = None  # the last `listener()` made
     _failures: dict[str, list[BaseException]] = field(default_factory=dict)
     _ids: int = 0
 
@@ -132,6 +218,10 @@ class MemoryGateway:
     @property
     def connected(self) -> bool:
         return self.is_open
+
+    def listener(self, url: str | None = None) -> MemoryListenerGateway:
+        self.listener_session = MemoryListenerGateway()
+        return self.listener_session
 
     def open(self, registration: Registration) -> None:
         self.is_open = True
