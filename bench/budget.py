@@ -148,6 +148,8 @@ _STEP_NAMES = {
     "CompiledSeccomp.load": "jail: load the seccomp BPF",
     "Channel.__init__": "run: channel",
     "list.append": "run: 256 KiB memory reserve",
+    "PreparedGlobals.take_builtins": "run: restricted builtins (prepared in the fork server)",
+    "reserve_memory": "run: memory reserve (inherited from the fork server)",
     "Channel.receive": "run: receive the start frame",
     "Meta.__init__": "run: meta object",
     "make_globals": "run: restricted globals (make_globals)",
@@ -155,6 +157,7 @@ _STEP_NAMES = {
     "run_every_minute": "run: call the task",
     "checked_json": "run: check the result (checked_json)",
     "Channel.send": "run: send the result frame",
+    "socket.sendall": "run: send the result frame (encoded in the fork server)",
     "TextIOWrapper.flush": "run: flush stdout",
     "exit and teardown": "exit and teardown (wait4 total - last stamp)",
 }

@@ -506,10 +506,12 @@ class JailPlan:
         cpu_s: float,
         memory_mb: int,
         run_seq: int,
+        fork_server_pid: int | None = None,
     ) -> None:
         """Run in the child, right after fork, before any plugin code. Order matters: limits and
-        identity first (they need privilege), then the filters that forbid changing them."""
-        fork_server = os.getppid()
+        identity first (they need privilege), then the filters that forbid changing them.
+        `fork_server_pid`: the forking process's pid, which it knows (saves a getppid)."""
+        fork_server = os.getppid() if fork_server_pid is None else fork_server_pid
         os.setsid()  # own session and process group: the watchdog kills the group
         if self.empty_root_fd is not None:
             os.fchdir(self.empty_root_fd)  # the cwd keeps the empty root once its fd is closed

@@ -51,12 +51,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: `json.dumps(m, **options)` and `json.loads(t, **options)` build an encoder or a
+# decoder per call, which a short-lived child pays for in CPU and in pages first touched. These
+# are the same objects with the same options (stateless between calls), so the bytes and the
+# checks are exactly those of the calls they replace.
+_STRICT_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode(message: dict[str, Any], *, strict: bool = False) -> bytes:
     """One frame. `strict` (what a child sends): no NaN/Infinity, nothing but JSON types."""
-    if strict:
-        body = json.dumps(message, separators=(",", ":"), allow_nan=False)
-    else:
-        body = json.dumps(message, separators=(",", ":"), default=str)
+    body = (_STRICT_ENCODER if strict else _ENCODER).encode(message)
     data = body.encode("utf-8")
     return HEADER.pack(len(data)) + data
 
@@ -79,7 +84,7 @@ def decode(body: bytes, max_depth: int | None = None) -> dict[str, Any]:
     gc.disable()
     try:
         text = body.decode("utf-8")
-        message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        message = _DECODER.decode(text)
     except ProtocolError:
         raise
     except RecursionError:
@@ -94,6 +99,9 @@ def decode(body: bytes, max_depth: int | None = None) -> dict[str, Any]:
     if max_depth is not None and too_deep(message, max_depth):
         raise ProtocolError(f"frame: nested deeper than {max_depth} levels")
     return message
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 class FrameReader:
@@ -134,6 +142,30 @@ def recv(sock: socket.socket, reader: FrameReader) -> list[dict[str, Any]]:
         frames = reader.feed(data)
         if frames:
             return frames
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = sock.recv(size, socket.MSG_WAITALL)
+    if len(data) == size:
+        return data
+    parts, got = [data], len(data)
+    while got < size:
+        chunk = sock.recv(size - got, socket.MSG_WAITALL)
+        if not chunk:
+            raise ConnectionClosed()
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def recv_one(sock: socket.socket, max_frame: int) -> dict[str, Any]:
+    """Blocking read of exactly one frame, with no FrameReader and nothing read past it: the
+    child's read of its start frame. A declared length above `max_frame` raises FrameTooLarge
+    before anything is read for it."""
+    (size,) = HEADER.unpack(_recv_exact(sock, HEADER.size))
+    if size > max_frame:
+        raise FrameTooLarge(f"a frame of {size} bytes exceeds the cap of {max_frame}")
+    return decode(_recv_exact(sock, size))
 
 
 # -- values ------------------------------------------------------------------------------------
