@@ -118,6 +118,9 @@ class Sandbox:
         self._lock = threading.Lock()
         self._runs: dict[int, _Run] = {}
         self._new: list[_Run] = []
+        # Runs with bytes left in their outbox (or whose socket is still watched for room): the
+        # only ones the I/O thread looks at for writing, instead of every run on every wake-up.
+        self._outboxed: dict[int, _Run] = {}
         self._sent_plugins: set[str] = set()
         self._seq = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -374,6 +377,7 @@ class Sandbox:
         with self._lock:
             pending = list(self._runs.values())
             self._runs.clear()
+            self._outboxed.clear()
             if self._proc is proc:
                 self._proc = None
                 self._control = None
@@ -426,6 +430,8 @@ class Sandbox:
             if sent == len(data):
                 return
             run.outbox += data[sent:]
+        with self._lock:
+            self._outboxed[run.seq] = run
         self._wake()
 
     def _flush(self, run: _Run) -> None:
@@ -443,11 +449,15 @@ class Sandbox:
             del run.outbox[:sent]
 
     def _watch_outboxes(self, selector: selectors.BaseSelector) -> None:
-        """Watch for room in the sockets of the runs that have something left to send."""
+        """Watch for room in the sockets of the runs that have something left to send (the
+        runs `_post` left bytes for; a run leaves the set once its outbox is empty and its
+        socket is watched for reading only)."""
         with self._lock:
-            runs = list(self._runs.values())
+            runs = list(self._outboxed.values())
         for run in runs:
             if run.closed or run.finished:
+                with self._lock:
+                    self._outboxed.pop(run.seq, None)
                 continue
             with run.send_lock:
                 waiting = bool(run.outbox)
@@ -457,6 +467,12 @@ class Sandbox:
                     selector.modify(run.sock, wanted, run)
             except (KeyError, ValueError, OSError):
                 continue
+            if not waiting:
+                # Both locks, in this order (as above): a `_post` that refilled the outbox
+                # meanwhile keeps the run in the set, and its wake-up brings us back.
+                with self._lock, run.send_lock:
+                    if not run.outbox:
+                        self._outboxed.pop(run.seq, None)
 
     def _on_run_data(self, run: _Run, selector: selectors.BaseSelector) -> None:
         try:
@@ -596,6 +612,7 @@ class Sandbox:
             ]
             for run in done:
                 del self._runs[run.seq]
+                self._outboxed.pop(run.seq, None)
         for run in done:
             self._close_run_socket(run, selector)
             self._shut(run)

@@ -16,6 +16,7 @@ import argparse
 import gc
 import hashlib
 import heapq
+import math
 import os
 import select
 import signal
@@ -261,6 +262,10 @@ class ForkServer:
             t0 = time.thread_time_ns()
         frames = []
         for run in exited:
+            # Whatever the run left behind in its process group, killed while the run's own
+            # process is an unreaped zombie: its pid, and so the group's id, cannot have been
+            # reused yet (and the group is never empty, so no ProcessLookupError to raise).
+            self._killpg(run.pid)
             try:
                 _, status, rusage = os.wait4(run.pid, 0)
             except ChildProcessError:
@@ -268,26 +273,18 @@ class ForkServer:
             ended = time.monotonic()
             self.epoll.unregister(run.pidfd)
             os.close(run.pidfd)
-            self._killpg(run.pid)  # whatever the run left behind in its process group
             del self.runs[run.run_id]
             del self.by_pidfd[run.pidfd]
             self.by_pid.pop(run.pid, None)
             frames.append(
-                protocol.encode(
-                    {
-                        "t": "exit",
-                        "id": run.run_id,
-                        "status": status,
-                        "killed_for": run.killed_for,
-                        "duration_ms": round((ended - run.started) * 1000.0, 3),
-                        "cpu_ms": (
-                            round((rusage.ru_utime + rusage.ru_stime) * 1000.0, 3)
-                            if rusage
-                            else 0.0
-                        ),
-                        "max_rss_kb": int(rusage.ru_maxrss) if rusage else 0,
-                        "timeout_s": run.deadline - run.started,
-                    }
+                _exit_frame(
+                    run.run_id,
+                    status,
+                    run.killed_for,
+                    round((ended - run.started) * 1000.0, 3),
+                    round((rusage.ru_utime + rusage.ru_stime) * 1000.0, 3) if rusage else 0.0,
+                    int(rusage.ru_maxrss) if rusage else 0,
+                    run.deadline - run.started,
                 )
             )
             if self.timing is not None:
@@ -338,6 +335,47 @@ class ForkServer:
     def _shutdown(self) -> None:
         for run in list(self.runs.values()):
             self._kill(run, "timeout")
+
+
+_EXIT_FRAME = (
+    b'{"t":"exit","id":%d,"status":%d,"killed_for":null,"duration_ms":%r,"cpu_ms":%r,'
+    b'"max_rss_kb":%d,"timeout_s":%r}'
+)
+
+
+def _exit_frame(
+    run_id: int,
+    status: int,
+    killed_for: str | None,
+    duration_ms: float,
+    cpu_ms: float,
+    max_rss_kb: int,
+    timeout_s: float,
+) -> bytes:
+    """The "exit" report of one run: the bytes `protocol.encode` would give, formatted directly
+    in the common case (about 30 us instead of 95 in a fork server whose pages every fork has
+    just made copy-on-write); through `protocol.encode` otherwise."""
+    if (
+        killed_for is None
+        and type(run_id) is int
+        and type(status) is int
+        and type(max_rss_kb) is int
+        and all(type(v) is float and math.isfinite(v) for v in (duration_ms, cpu_ms, timeout_s))
+    ):
+        body = _EXIT_FRAME % (run_id, status, duration_ms, cpu_ms, max_rss_kb, timeout_s)
+        return protocol.HEADER.pack(len(body)) + body
+    return protocol.encode(
+        {
+            "t": "exit",
+            "id": run_id,
+            "status": status,
+            "killed_for": killed_for,
+            "duration_ms": duration_ms,
+            "cpu_ms": cpu_ms,
+            "max_rss_kb": max_rss_kb,
+            "timeout_s": timeout_s,
+        }
+    )
 
 
 def _children_of(pid: int) -> list[int]:

@@ -65,3 +65,31 @@ def test_runs_ending_together_are_each_reported_once() -> None:
         reports = [f.result(timeout=60) for f in futures]
     assert [r.outcome for r in reports] == ["ok"] * 64
     assert [r.result for r in reports] == list(range(64))
+
+
+def test_start_frames_larger_than_the_socket_buffer_still_arrive_whole() -> None:
+    # What does not fit in the run's socket at submit waits in its outbox; only such runs are
+    # watched for room, and each leaves that watch once its outbox is empty.
+    plugin = _plugin(
+        "def run_every_minute(meta):\n    return [len(meta.config['blob']), meta.config['n']]\n"
+    )
+    size = 3 * 1024 * 1024
+    with Sandbox() as sandbox:
+        futures = [
+            sandbox.submit(
+                RunRequest(
+                    plugin=plugin,
+                    task="run_every_minute",
+                    config={"blob": "x" * size, "n": n},
+                    limits=Limits(timeout_s=20.0, cpu_s=10.0, memory_mb=256),
+                )
+            )
+            for n in range(6)
+        ]
+        reports = [f.result(timeout=60) for f in futures]
+        assert [r.result for r in reports] == [[size, n] for n in range(6)], reports
+        assert sandbox._outboxed == {}
+        small = sandbox.run(
+            RunRequest(plugin=plugin, task="run_every_minute", config={"blob": "", "n": 9})
+        )
+        assert small.result == [0, 9]

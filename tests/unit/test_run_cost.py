@@ -112,3 +112,21 @@ def test_recv_one_reads_exactly_one_frame_split_or_whole() -> None:
         a.shutdown(socket.SHUT_WR)
         with pytest.raises(protocol.ConnectionClosed):
             protocol.recv_one(b, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (7, 0, None, 1.234, 0.5, 1234, 30.0),
+        (8, 9, None, 0.0, 0.0, 0, 1.5),
+        (9, 9, "timeout", 1500.001, 12.25, 99, 1.5),  # a reason: through protocol.encode
+        (10, 0, None, 1.0, 1.0, 1, float("inf")),  # not finite: through protocol.encode
+    ],
+)
+def test_the_formatted_exit_report_is_what_protocol_encode_gives(args: tuple[Any, ...]) -> None:
+    from sandbox.forkserver import _exit_frame
+
+    keys = ("id", "status", "killed_for", "duration_ms", "cpu_ms", "max_rss_kb", "timeout_s")
+    assert _exit_frame(*args) == protocol.encode(
+        {"t": "exit", **dict(zip(keys, args, strict=True))}
+    )
