@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 from runtime.percentile import percentile as percentile  # re-exported for the benchmarks
 from runtime.queries import load_queries
 from runtime.testing.postgres import create_database, drop_database, url_with_database
+from sandbox.steptiming import bare_fork_loop
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -84,18 +85,8 @@ def result(name: str, value: float | str, note: str = "") -> None:
 def fork_rate(seconds: float) -> float:
     """Bare `os.fork()` + `os._exit(0)` in the child + `os.waitpid` in this process, one at a time:
     forks per second."""
-    count = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-        count += 1
-        if count % 16 == 0 and time.perf_counter() >= deadline:
-            break
-    return count / (time.perf_counter() - start)
+    count, elapsed = bare_fork_loop(seconds)
+    return count / elapsed
 
 
 # -- databases ----------------------------------------------------------------------------------

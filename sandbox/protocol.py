@@ -248,6 +248,16 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub(_escape_control, text)
 
 
+def utf8_over(text: str, what: str, cap: int, bigger: str = "larger") -> str | None:
+    """Why `text` (named `what`) cannot be sent as UTF-8 in at most `cap` bytes: a lone
+    surrogate, or its size (None when it can)."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"{what} is not valid Unicode (lone surrogate)"
+    return f"{what} {bigger} than {cap} bytes" if size > cap else None
+
+
 def json_size(value: Any) -> int:
     """Length of `value` as the child measures it (json.dumps, ASCII escapes)."""
     return len(json.dumps(value, allow_nan=False))
@@ -294,13 +304,10 @@ class FetchArgs:
                 return f"header {name[:40]!r} has characters outside Latin-1"
         if size > limits.MAX_FETCH_HEADER_BYTES:
             return f"headers larger than {limits.MAX_FETCH_HEADER_BYTES} bytes"
-        if self.body is not None:
-            try:
-                body_size = len(self.body.encode("utf-8"))
-            except UnicodeEncodeError:
-                return "body is not valid Unicode (lone surrogate)"
-            if body_size > limits.MAX_FETCH_BODY_BYTES:
-                return f"body larger than {limits.MAX_FETCH_BODY_BYTES} bytes"
+        if self.body is not None and (
+            problem := utf8_over(self.body, "body", limits.MAX_FETCH_BODY_BYTES)
+        ):
+            return problem
         if not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
             return "timeout_s must be a positive number"
         return None
@@ -332,12 +339,8 @@ class CacheArgs:
     ttl_s: float = limits.DEFAULT_CACHE_TTL_S
 
     def over_cap(self) -> str | None:
-        try:
-            key_size = len(self.key.encode("utf-8"))
-        except UnicodeEncodeError:
-            return "cache key is not valid Unicode (lone surrogate)"
-        if key_size > limits.MAX_CACHE_KEY_BYTES:
-            return f"cache key longer than {limits.MAX_CACHE_KEY_BYTES} bytes"
+        if problem := utf8_over(self.key, "cache key", limits.MAX_CACHE_KEY_BYTES, "longer"):
+            return problem
         if not math.isfinite(self.ttl_s):
             return "ttl_s must be a finite number"
         if self.action == "set":

@@ -42,6 +42,22 @@ _LINE = re.compile(rb"([\x21-\x3c\x3e-\x7e]{1,64})=(\d{1,15})")
 _CPU = time.CLOCK_THREAD_CPUTIME_ID
 
 
+def bare_fork_loop(seconds: float) -> tuple[int, float]:
+    """`os.fork()` + `os._exit(0)` in the child + `os.waitpid` in this process, one at a time,
+    for at least `seconds`: (forks, elapsed seconds). The machine's reference for a fork (the
+    fork server's budget here, and `bench`'s fork rate)."""
+    count = 0
+    start = time.perf_counter()
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        count += 1
+        if count % 16 == 0 and time.perf_counter() - start >= seconds:
+            return count, time.perf_counter() - start
+
+
 class StepTiming:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -91,19 +107,9 @@ class StepTiming:
 
     def bare_forks(self, seconds: float = 1.0) -> dict[str, float]:
         """Bare fork+_exit(0)+waitpid of this process, one at a time: rate and CPU per fork."""
-        count = 0
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_before = time.thread_time_ns()
-        start = time.perf_counter()
-        while True:
-            pid = os.fork()
-            if pid == 0:
-                os._exit(0)
-            os.waitpid(pid, 0)
-            count += 1
-            if count % 16 == 0 and time.perf_counter() - start >= seconds:
-                break
-        elapsed = time.perf_counter() - start
+        count, elapsed = bare_fork_loop(seconds)
         cpu = time.thread_time_ns() - cpu_before
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         child = (after.ru_utime + after.ru_stime) - (

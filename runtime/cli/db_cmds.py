@@ -26,6 +26,7 @@ from rich.text import Text
 
 from runtime import store
 from runtime.cli import DATABASE_URL_META, main
+from runtime.cli.options import limit_option
 from runtime.db import (
     ENV_DATA_DIR,
     ENV_DATABASE_URL,
@@ -577,14 +578,7 @@ TABLE_ERROR_CHARS = 80
 @click.option(
     "--cadence", type=click.Choice(store.CADENCES), help="Only runs of tasks of this cadence."
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    metavar="N",
-    help="How many runs to list (the newest).",
-)
+@limit_option(50, "How many runs to list (the newest).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @database_url_option
 @click.pass_context

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -29,6 +30,7 @@ from runtime.cli.db_cmds import (
     print_json,
     print_table,
 )
+from runtime.cli.options import Setting, limit_option, settings_options
 from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, resolve_database_url
 from runtime.node.settings import DEAD_AFTER_S
 from runtime.queries import query
@@ -370,14 +372,7 @@ def _with_errors(
 @click.argument("config_id", metavar="ID", type=int)
 @click.option("--run", "run_id", type=int, metavar="RUN", help="Only lines of this run.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=100,
-    show_default=True,
-    metavar="N",
-    help="How many of the latest lines to print first.",
-)
+@limit_option(100, "How many of the latest lines to print first.")
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
@@ -456,26 +451,32 @@ def logs_cmd(
 
 
 @main.command("prune", cls=OneLineErrorCommand)
-@click.option(
-    "--runs-days",
-    type=click.FloatRange(min=0),
-    default=retention.DEFAULT_RUNS_DAYS,
-    show_default=True,
-    help="Delete runs finished more than this many days ago.",
-)
-@click.option(
-    "--logs-days",
-    type=click.FloatRange(min=0),
-    default=retention.DEFAULT_LOGS_DAYS,
-    show_default=True,
-    help="Delete log lines older than this many days.",
-)
-@click.option(
-    "--batch",
-    type=click.IntRange(min=1),
-    default=retention.DEFAULT_BATCH,
-    show_default=True,
-    help="Rows per statement (each statement is short).",
+@settings_options(
+    (
+        Setting(
+            "--runs-days",
+            "runs_days",
+            click.FloatRange(min=0),
+            "Delete runs finished more than this many days ago.",
+        ),
+        Setting(
+            "--logs-days",
+            "logs_days",
+            click.FloatRange(min=0),
+            "Delete log lines older than this many days.",
+        ),
+        Setting(
+            "--batch",
+            "batch",
+            click.IntRange(min=1),
+            "Rows per statement (each statement is short).",
+        ),
+    ),
+    SimpleNamespace(
+        runs_days=retention.DEFAULT_RUNS_DAYS,
+        logs_days=retention.DEFAULT_LOGS_DAYS,
+        batch=retention.DEFAULT_BATCH,
+    ),
 )
 @database_url_option
 @cli_errors

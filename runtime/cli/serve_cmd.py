@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import click
 
 from runtime.cli import main
 from runtime.cli.config_sources import effective_config, format_config, twelve_factor
 from runtime.cli.db_cmds import EXIT_BAD_INPUT, database_url_option, fail
+from runtime.cli.options import Setting, settings_options
 from runtime.clock import Clock, parse_time
 from runtime.db import DatabaseUnavailable, InvalidDatabaseUrl, resolve_database_url
 from runtime.logs import setup_logging
-from runtime.node import DEAD_AFTER_S, Node, NodeSettings
+from runtime.node import Node, NodeSettings
 from runtime.schedule import ScheduleError, SchedulePolicy
 from sandbox import Limits
 from sandbox.layers import EXPOSES, parse_layer_list
@@ -22,17 +24,35 @@ CAPABILITIES = ("scheduledTasks",)
 # Every option is also PLUGIN_RUNTIME_<OPTION> and a key of [serve] in --config-file.
 ENV_PREFIX = "PLUGIN_RUNTIME_"
 FILE_SECTION = "serve"
+# The defaults of serve's options, from where they live (the node's settings, the run limits,
+# the scheduling policy), in the options' own units.
+_NODE = NodeSettings(node_id="-")
+SERVE_DEFAULTS = SimpleNamespace(
+    concurrency=_NODE.concurrency,
+    quarantine_after=_NODE.quarantine_after,
+    runs_retention_days=_NODE.runs_retention_days,
+    logs_retention_days=_NODE.logs_retention_days,
+    timeout_cap_s=_NODE.caps.timeout_s,
+    cpu_cap_s=_NODE.caps.cpu_s,
+    memory_cap_mb=_NODE.caps.memory_mb,
+    tick_interval=_NODE.tick_interval_s,
+    dead_after=_NODE.dead_after_s,
+    hourly_window_h=_NODE.policy.window["hour"].total_seconds() / 3600,
+    daily_window_d=_NODE.policy.window["day"].total_seconds() / 86400,
+    reconcile_interval=_NODE.reconcile_interval_s,
+)
 
 
 @twelve_factor(ENV_PREFIX, FILE_SECTION)
 @main.command("serve")
 @database_url_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 4096),
-    default=32,
-    show_default=True,
-    help="Runs at once on this node.",
+@settings_options(
+    (
+        Setting(
+            "--concurrency", "concurrency", click.IntRange(1, 4096), "Runs at once on this node."
+        ),
+    ),
+    SERVE_DEFAULTS,
 )
 @click.option("--node-id", default=None, help="This node's name in the fleet (default: host-pid).")
 @click.option(
@@ -58,47 +78,46 @@ FILE_SECTION = "serve"
     help="Comma-separated: scheduledTasks (schedule and run tasks). Without it the node "
     "only heartbeats and runs manual triggers.",
 )
-@click.option(
-    "--quarantine-after",
-    type=click.IntRange(0),
-    default=10,
-    show_default=True,
-    help="Quarantine a config after this many failed runs in a row (0: never).",
-)
-@click.option(
-    "--runs-retention-days",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Delete finished runs older than this (0: keep forever).",
-)
-@click.option(
-    "--logs-retention-days",
-    type=float,
-    default=7.0,
-    show_default=True,
-    help="Delete run log lines older than this (0: keep forever).",
-)
-@click.option(
-    "--timeout-cap-s",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Operator cap on a run's wall time (a plugin may ask for less).",
-)
-@click.option(
-    "--cpu-cap-s",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Operator cap on a run's CPU seconds (a plugin may ask for less).",
-)
-@click.option(
-    "--memory-cap-mb",
-    type=int,
-    default=256,
-    show_default=True,
-    help="Operator cap on a run's address space in MiB (a plugin may ask for less).",
+@settings_options(
+    (
+        Setting(
+            "--quarantine-after",
+            "quarantine_after",
+            click.IntRange(0),
+            "Quarantine a config after this many failed runs in a row (0: never).",
+        ),
+        Setting(
+            "--runs-retention-days",
+            "runs_retention_days",
+            float,
+            "Delete finished runs older than this (0: keep forever).",
+        ),
+        Setting(
+            "--logs-retention-days",
+            "logs_retention_days",
+            float,
+            "Delete run log lines older than this (0: keep forever).",
+        ),
+        Setting(
+            "--timeout-cap-s",
+            "timeout_cap_s",
+            float,
+            "Operator cap on a run's wall time (a plugin may ask for less).",
+        ),
+        Setting(
+            "--cpu-cap-s",
+            "cpu_cap_s",
+            float,
+            "Operator cap on a run's CPU seconds (a plugin may ask for less).",
+        ),
+        Setting(
+            "--memory-cap-mb",
+            "memory_cap_mb",
+            int,
+            "Operator cap on a run's address space in MiB (a plugin may ask for less).",
+        ),
+    ),
+    SERVE_DEFAULTS,
 )
 @click.option(
     "--allow-networks",
@@ -108,34 +127,35 @@ FILE_SECTION = "serve"
     "10.20.0.0/16,192.168.1.5 (the plugin's allowed_hosts still applies). Loopback only if "
     "listed (127.0.0.0/8). Default: public addresses only.",
 )
-@click.option(
-    "--tick-interval",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds between claims of due tasks (each claim takes a batch; runs are "
-    "claimed this far ahead and start at their due time).",
-)
-@click.option(
-    "--dead-after",
-    type=float,
-    default=DEAD_AFTER_S,
-    show_default=True,
-    help="Real seconds without a heartbeat after which a node's runs are released.",
-)
-@click.option(
-    "--hourly-window-h",
-    type=float,
-    default=48.0,
-    show_default=True,
-    help="Catch-up window of hourly tasks, in hours; older slots are recorded as missed.",
-)
-@click.option(
-    "--daily-window-d",
-    type=float,
-    default=7.0,
-    show_default=True,
-    help="Catch-up window of daily tasks, in days; older slots are recorded as missed.",
+@settings_options(
+    (
+        Setting(
+            "--tick-interval",
+            "tick_interval",
+            float,
+            "Seconds between claims of due tasks (each claim takes a batch; runs are "
+            "claimed this far ahead and start at their due time).",
+        ),
+        Setting(
+            "--dead-after",
+            "dead_after",
+            float,
+            "Real seconds without a heartbeat after which a node's runs are released.",
+        ),
+        Setting(
+            "--hourly-window-h",
+            "hourly_window_h",
+            float,
+            "Catch-up window of hourly tasks, in hours; older slots are recorded as missed.",
+        ),
+        Setting(
+            "--daily-window-d",
+            "daily_window_d",
+            float,
+            "Catch-up window of daily tasks, in days; older slots are recorded as missed.",
+        ),
+    ),
+    SERVE_DEFAULTS,
 )
 @click.option(
     "--log-format",
@@ -164,13 +184,17 @@ FILE_SECTION = "serve"
     help="Do not LISTEN for changes (no session to listen on): they take effect at the "
     "periodic reconcile. Without it, a listener that hears nothing falls back by itself.",
 )
-@click.option(
-    "--reconcile-interval",
-    type=click.FloatRange(min=0.1),
-    default=60.0,
-    show_default=True,
-    help="Seconds between full reconciles of configs (what a change takes at most to take "
-    "effect when notifications do not arrive).",
+@settings_options(
+    (
+        Setting(
+            "--reconcile-interval",
+            "reconcile_interval",
+            click.FloatRange(min=0.1),
+            "Seconds between full reconciles of configs (what a change takes at most to take "
+            "effect when notifications do not arrive).",
+        ),
+    ),
+    SERVE_DEFAULTS,
 )
 @click.option(
     "--testing", is_flag=True, help="Allow test-only options (--time-scale, --start-time)."

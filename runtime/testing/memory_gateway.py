@@ -259,23 +259,8 @@ class MemoryGateway:
         due.sort(key=lambda t: (t.cadence is Cadence.MINUTE, t.next_due_at or horizon))
         out = []
         for t in due[:limit]:
-            config = self.configs[t.config_id]
-            out.append(
-                rec.DueTask(
-                    id=t.id,
-                    config_id=t.config_id,
-                    name=t.name,
-                    cadence=t.cadence,
-                    cron=t.cron,
-                    offset_s=t.offset_s,
-                    next_slot=t.next_slot,
-                    next_due_at=t.next_due_at or horizon,
-                    attempt=t.attempt,
-                    plugin_id=config.plugin_id,
-                    values=dict(config.values),
-                    plugin_updated_at=self.plugins[config.plugin_id].updated_at,
-                )
-            )
+            row = {**vars(t), "next_due_at": t.next_due_at or horizon, **self._config_columns(t)}
+            out.append(rec.DueTask.from_row(row))
         return out
 
     def record_claims(
@@ -323,25 +308,25 @@ class MemoryGateway:
         queued = sorted((r for r in self.runs.values() if r.state == "queued"), key=lambda r: r.id)
         for r in queued[:limit]:
             r.state, r.node = "claimed", node_id
-            config = self.configs[r.config_id]
             task = self.tasks.get(r.task_id) if r.task_id is not None else None
             storage = {k: v for (cid, k), v in self.storage.items() if cid == r.config_id}
-            out.append(
-                rec.ManualRow(
-                    run_id=r.id,
-                    task_id=r.task_id,
-                    config_id=r.config_id,
-                    task=r.task,
-                    slot=r.slot,
-                    attempt=r.attempt,
-                    plugin_id=config.plugin_id,
-                    plugin_updated_at=self.plugins[config.plugin_id].updated_at,
-                    cadence=task.cadence if task else None,
-                    values=dict(config.values),
-                    storage=storage,
-                )
-            )
+            row = {
+                **vars(r),
+                **self._config_columns(r),
+                "cadence": task.cadence if task else None,
+                "storage": storage,
+            }
+            out.append(rec.ManualRow.from_row(row))
         return out
+
+    def _config_columns(self, of: TaskRow | RunRow) -> dict[str, Any]:
+        """The config's and its plugin's columns the claim statements join in."""
+        config = self.configs[of.config_id]
+        return {
+            "plugin_id": config.plugin_id,
+            "settings": dict(config.values),
+            "plugin_updated_at": self.plugins[config.plugin_id].updated_at,
+        }
 
     # -- completions ----------------------------------------------------------------------------
     def complete(
@@ -418,21 +403,16 @@ class MemoryGateway:
             if r.state != "claimed" or not (r.node in self.dead_nodes or r.node == node_id):
                 continue
             t = self.tasks.get(r.task_id) if r.task_id is not None else None
+            task = {
+                "cadence": t.cadence if t else None,
+                "cron": t.cron if t else None,
+                "offset_s": t.offset_s if t else None,
+                "next_slot": t.next_slot if t else None,
+                "task_attempt": t.attempt if t else None,
+                "is_active": t is not None and t.active_run_id == r.id,
+            }
             out.append(
-                rec.OrphanRun(
-                    run_id=r.id,
-                    node=r.node or "",
-                    task_id=r.task_id,
-                    slot=r.slot,
-                    attempt=r.attempt,
-                    manual=r.manual,
-                    cadence=t.cadence if t else None,
-                    cron=t.cron if t else None,
-                    offset_s=t.offset_s if t else None,
-                    next_slot=t.next_slot if t else None,
-                    task_attempt=t.attempt if t else None,
-                    is_active=t is not None and t.active_run_id == r.id,
-                )
+                rec.OrphanRun.from_row({**vars(r), "run_id": r.id, "node": r.node or "", **task})
             )
         return out
 
