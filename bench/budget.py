@@ -54,6 +54,16 @@ def _task_cpu(pid: int, tid: int) -> float | None:
         return None
 
 
+def _faults(pid: int) -> tuple[int, int]:
+    """A process's minor page faults and those of its reaped children (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[7]), int(fields[8])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
 def _threads_cpu() -> dict[str, float]:
     """This process's CPU seconds by thread group."""
     names = {t.native_id: t.name for t in threading.enumerate()}
@@ -75,6 +85,8 @@ class CpuBudget:
     fork_server_ms: float
     supervisor_ms: dict[str, float]
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    child_faults: float = 0.0  # minor page faults per run: each a page touched for the first time
+    fork_server_faults: float = 0.0
 
     @property
     def supervisor_total_ms(self) -> float:
@@ -106,9 +118,11 @@ class CpuMeter:
         return own, t.children_user + t.children_system, _threads_cpu()
 
     def measure(self, runs: int, work: Callable[[], Any]) -> tuple[Any, CpuBudget]:
+        faults0 = _faults(self.server.pid)
         server0, children0, threads0 = self._sample()
         value = work()
         server1, children1, threads1 = self._sample()
+        faults1 = _faults(self.server.pid)
         per_run = 1000.0 / runs
         supervisor = {
             k: (threads1.get(k, 0.0) - threads0.get(k, 0.0)) * per_run
@@ -119,6 +133,8 @@ class CpuMeter:
             (children1 - children0) * per_run,
             (server1 - server0) * per_run,
             {k: v for k, v in supervisor.items() if v > 0.0 or k.startswith(("frames", "submit"))},
+            child_faults=(faults1[1] - faults0[1]) / runs,
+            fork_server_faults=(faults1[0] - faults0[0]) / runs,
         )
 
 
@@ -128,7 +144,10 @@ class StepSplit:
     child_ms: float  # the child's CPU per run from wait4, profile hook included
     child_steps_ms: list[tuple[str, float]]
     server_ms: dict[str, float]  # prepare, fork, exit handling
-    bare_fork: dict[str, float]  # forks, per_s, server_ms, child_ms
+    bare_fork: dict[str, float]  # forks, per_s, server_ms, child_ms, server_faults, child_faults
+    child_faults: float = 0.0  # minor page faults per run, from wait4
+    child_steps_faults: dict[str, float] = field(default_factory=dict)
+    server_faults: float = 0.0
 
 
 # Steps under this share of a millisecond are summed into one line.
@@ -176,6 +195,9 @@ def step_split(run: Callable[[Sandbox], None]) -> StepSplit:
         [(str(k), float(v)) for k, v in data["child_steps_ms"]],
         {str(k): float(v) for k, v in data["server_ms"].items()},
         {str(k): float(v) for k, v in data["bare_fork"].items()},
+        float(data.get("child_faults", 0.0)),
+        {str(k): float(v) for k, v in data.get("child_steps_faults", [])},
+        float(data.get("server_faults", 0.0)),
     )
 
 
@@ -185,8 +207,14 @@ def print_budget(budget: CpuBudget, split: StepSplit, sandbox_per_s: float) -> N
         f"CPU per run, measured over {budget.runs} runs (load average "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}), ms:"
     )
-    print(f"  child (wait4 rusage)                               {budget.child_ms:7.3f}")
-    print(f"  fork server (its own CPU)                          {budget.fork_server_ms:7.3f}")
+    print(
+        f"  child (wait4 rusage)                               {budget.child_ms:7.3f}"
+        f"   ({budget.child_faults:.0f} minor faults)"
+    )
+    print(
+        f"  fork server (its own CPU)                          {budget.fork_server_ms:7.3f}"
+        f"   ({budget.fork_server_faults:.0f} minor faults)"
+    )
     for name, ms in budget.supervisor_ms.items():
         print(f"  supervisor: {name:39}{ms:7.3f}")
     print(f"  total                                              {budget.total_ms:7.3f}")
@@ -194,7 +222,8 @@ def print_budget(budget: CpuBudget, split: StepSplit, sandbox_per_s: float) -> N
     print(
         f"  vs a bare fork+_exit+waitpid of the same fork server: {bf['server_ms']:.3f} fork server "
         f"+ {bf['child_ms']:.3f} child = {bf['server_ms'] + bf['child_ms']:.3f} "
-        f"({bf['per_s']:.0f}/s one at a time)"
+        f"({bf['per_s']:.0f}/s one at a time; {bf.get('server_faults', 0.0):.0f} + "
+        f"{bf.get('child_faults', 0.0):.0f} minor faults)"
     )
     print(
         f"  bound: {budget.cores} cores / {budget.total_ms:.3f} ms = {budget.bound_per_s:.0f} runs/s; "
@@ -202,7 +231,8 @@ def print_budget(budget: CpuBudget, split: StepSplit, sandbox_per_s: float) -> N
     )
     print(
         f"Split, step-timed fork server ({split.runs} runs; the profile hook's own cost included, "
-        f"child total {split.child_ms:.3f} ms), ms per run:"
+        f"child total {split.child_ms:.3f} ms, {split.child_faults:.0f} minor faults; fork server "
+        f"{split.server_faults:.0f} minor faults), ms per run and minor page faults per run:"
     )
     for part in ("prepare", "fork", "exit"):
         label = {
@@ -211,13 +241,15 @@ def print_budget(budget: CpuBudget, split: StepSplit, sandbox_per_s: float) -> N
             "exit": "reap and report",
         }[part]
         print(f"  fork server: {label:50}{split.server_ms.get(part, 0.0):7.3f}")
-    small = 0.0
+    small = small_faults = 0.0
     for label, ms in split.child_steps_ms:
+        faults = split.child_steps_faults.get(label, 0.0)
         if ms < _SMALL_MS and label not in _STEP_NAMES:
             small += ms
+            small_faults += faults
             continue
-        print(f"  child: {_STEP_NAMES.get(label, label):56}{ms:7.3f}")
-    print(f"  child: {'everything else (each < 0.02)':56}{small:7.3f}")
+        print(f"  child: {_STEP_NAMES.get(label, label):56}{ms:7.3f} {faults:6.0f}")
+    print(f"  child: {'everything else (each < 0.02)':56}{small:7.3f} {small_faults:6.0f}")
 
 
 @dataclass

@@ -41,6 +41,12 @@ def test_on_it_writes_each_step_of_the_jail_and_the_run(tmp_path: Path) -> None:
     # The steps add up to the child's CPU as wait4 reports it.
     assert abs(sum(steps.values()) - data["child_ms"]) < 0.01
     assert data["bare_fork"]["forks"] > 0 and data["bare_fork"]["per_s"] > 0
+    # Minor page faults per step too (pages first touched after the fork); they add up to the
+    # child's total from wait4, and a jailed run touches more pages than a bare fork.
+    faults = dict(data["child_steps_faults"])
+    assert set(faults) == set(steps)
+    assert abs(sum(faults.values()) - data["child_faults"]) < 0.01
+    assert faults["fork"] > 0 and data["child_faults"] > data["bare_fork"]["child_faults"] > 0
     assert set(data["server_ms"]) == {"prepare", "fork", "exit"}
 
 
@@ -68,3 +74,16 @@ def test_a_slot_of_garbage_is_dropped_not_trusted(tmp_path: Path) -> None:
     timing.area[slot * SLOT_BYTES : slot * SLOT_BYTES + 13] = b"fork=1000\nb=3"
     timing.collect(slot, usage)
     assert timing.runs == 1 and timing.steps["fork"] == 1000
+    # With faults (`label=ns:faults`); a fault count past nine digits drops the run.
+    slot = timing.take_slot()
+    assert slot is not None
+    data = b"fork=1000:7\nb=3:9\n"
+    timing.area[slot * SLOT_BYTES : slot * SLOT_BYTES + len(data)] = data
+    timing.collect(slot, usage)
+    assert timing.runs == 2 and timing.faults["fork"] == 7 and timing.faults["b"] == 2
+    slot = timing.take_slot()
+    assert slot is not None
+    data = b"fork=1:1234567890"
+    timing.area[slot * SLOT_BYTES : slot * SLOT_BYTES + len(data)] = data
+    timing.collect(slot, usage)
+    assert timing.runs == 2 and timing.untimed == 6
