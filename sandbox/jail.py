@@ -41,6 +41,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWTIME = 0x00000080
+CLONE_THREAD = 0x00010000
 NAMESPACE_FLAGS = (
     CLONE_NEWNET
     | CLONE_NEWUSER
@@ -209,8 +210,26 @@ def _build_seccomp() -> Any:
     # No new namespaces through clone either; clone3's flags cannot be inspected: ENOSYS makes
     # glibc fall back to clone.
     _deny_namespace_clones(f, deny)
+    _deny_new_processes(f, deny)
     _deny_signal_owners(f, deny)
     return f
+
+
+def _deny_new_processes(f: Any, deny: Any) -> None:
+    """A run is one process: no `fork`, `vfork`, nor `clone` without CLONE_THREAD (threads stay
+    possible; a thread shares its process's address space and CPU clock). The limits are per
+    process (RLIMIT_AS, RLIMIT_CPU): a forked child gets a budget of its own, so 15 children of
+    a 128 MB run held 1.3 GB, and a chain of children each exiting before its CPU limit used 9
+    CPU seconds of a 1-second run (red team). No restricted plugin can fork (no module that
+    does is allowed): only code that escaped layer 1 could."""
+    import pyseccomp as sc
+
+    f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
+    for name in ("fork", "vfork"):
+        try:
+            f.add_rule(deny, name)
+        except Exception:  # aarch64 has neither: glibc forks with clone
+            continue
 
 
 # Making another process the owner of a descriptor (fcntl F_SETOWN/F_SETOWN_EX, or the ioctls

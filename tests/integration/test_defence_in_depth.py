@@ -484,6 +484,11 @@ def run_every_minute(meta):
 def test_fork_double_fork_and_setsid_leave_nothing_behind(sandbox: Sandbox, plugin: Plugin) -> None:
     fork_server = sandbox.fork_server_pid
     report = results(attack(sandbox, plugin, FORK_TREE))
+    if sandbox.layers.get("seccomp"):
+        # A run is one process (test_a_run_is_one_process_with_one_budget): nothing to outlive it.
+        assert report == {"fork": "denied EPERM"}, report
+        assert_fork_server_healthy(sandbox, plugin, fork_server)
+        return
     if report.get("fork") == "denied EAGAIN":
         # Unprivileged posture: RLIMIT_NPROC counts every task of the supervisor's uid.
         assert sandbox.posture == UNPRIVILEGED, report
@@ -510,8 +515,11 @@ def test_timeout_kills_the_whole_tree(sandbox: Sandbox, plugin: Plugin) -> None:
     # The run logged its descendants' pids before it hung.
     line = next(log.message for log in outcome.logs if log.message.startswith("pids"))
     pids = [int(p) for p in line.split()[1:]]
-    # No fork at all happens only where RLIMIT_NPROC counts every task of the supervisor's uid.
-    assert len(pids) == 2 or (not pids and sandbox.posture == UNPRIVILEGED), line
+    # No fork at all happens where seccomp refuses it, or where RLIMIT_NPROC counts every task
+    # of the supervisor's uid.
+    assert len(pids) == 2 or (
+        not pids and (sandbox.layers.get("seccomp") or sandbox.posture == UNPRIVILEGED)
+    ), line
     assert wait_gone(pids) == [], "a process of the timed-out run outlived it"
 
 
@@ -609,9 +617,115 @@ def test_fork_bomb_is_bounded(sandbox: Sandbox, plugin: Plugin) -> None:
     """,
         )
     )
-    assert report["error"] == "EAGAIN"
-    assert report["forked"] < NPROC_PER_RUN
+    if sandbox.layers.get("seccomp"):
+        assert report["error"] == "EPERM" and report["forked"] == 0, report
+    else:
+        assert report["error"] == "EAGAIN"
+        assert report["forked"] < NPROC_PER_RUN
     assert wait_gone(report["pids"]) == []
+
+
+@requires("seccomp", "rlimits")
+def test_a_run_is_one_process_with_one_budget(sandbox: Sandbox, plugin: Plugin) -> None:
+    """RLIMIT_AS and RLIMIT_CPU are per process: a forked child gets a budget of its own (red
+    team: 14 children of a 128 MB run held 1.3 GB at once; a chain of children, each exiting
+    before its CPU limit, used 9 CPU seconds of a 1-second run, reported as 7 ms and `ok`).
+    seccomp refuses every way to make a process (fork, vfork, clone without CLONE_THREAD, and
+    clone3); threads, which share the budget, still work."""
+    memory = attack(
+        sandbox,
+        plugin,
+        """
+        def grab():
+            hoard, mib = [], 0
+            try:
+                while True:
+                    block = bytearray(4 << 20)
+                    for i in range(0, len(block), 4096):
+                        block[i] = 1
+                    hoard.append(block)
+                    mib += 4
+            except MemoryError:
+                return hoard, mib
+
+        def run_every_minute(meta):
+            r, w = os.pipe()
+            children, error = 0, None
+            for _ in range(14):
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    error = errno.errorcode.get(exc.errno)
+                    break
+                if pid == 0:
+                    hoard, mib = grab()
+                    os.write(w, mib.to_bytes(4, "little"))
+                    time.sleep(3)  # holding it while the others grab theirs
+                    os._exit(0)
+                children += 1
+            held = sum(int.from_bytes(os.read(r, 4), "little") for _ in range(children))
+            hoard, mib = grab()
+            raw = attempt(lambda: sys_call(libc.syscall, 56, 17, 0, 0, 0, 0))  # clone(SIGCHLD)
+            if raw.startswith("ok 0"):
+                os._exit(0)
+            return {"error": error, "mib": held + mib, "raw_clone": raw}
+    """,
+        limits=Limits(timeout_s=20.0, cpu_s=5.0, memory_mb=128),
+    )
+    report = results(memory)
+    assert report["mib"] <= 128, f"the run held {report['mib']} MiB with memory_mb=128"
+    assert report["error"] == "EPERM", report
+    if os.uname().machine == "x86_64":
+        assert report["raw_clone"] == "denied EPERM", report
+    cpu = attack(
+        sandbox,
+        plugin,
+        """
+        import threading
+
+        def burn(w, left):
+            start = time.process_time()
+            while time.process_time() - start < 0.6:
+                pass
+            used = time.process_time() - start
+            try:
+                pid = os.fork() if left else -1
+            except OSError:
+                pid = -1
+            if pid == 0:
+                burn(w, left - 1)  # a fresh RLIMIT_CPU in each child
+            os.write(w, int(used * 1000).to_bytes(4, "little"))
+            os._exit(0)
+
+        def run_every_minute(meta):
+            spun = []
+            thread = threading.Thread(target=lambda: spun.append(sum(range(10**5))))
+            thread.start()
+            thread.join()
+            r, w = os.pipe()
+            chains = 0
+            for _ in range(2):
+                try:
+                    pid = os.fork()
+                except OSError:
+                    break
+                if pid == 0:
+                    burn(w, 8)
+                chains += 1
+            os.close(w)
+            total = int(time.process_time() * 1000)
+            while chains:
+                data = os.read(r, 4)
+                if not data:
+                    break
+                total += int.from_bytes(data, "little")
+            return {"cpu_ms": total, "thread": spun == [sum(range(10**5))]}
+    """,
+        limits=Limits(timeout_s=20.0, cpu_s=1.0, memory_mb=256),
+    )
+    report = results(cpu)
+    assert report["thread"] is True
+    assert report["cpu_ms"] <= 2000, f"a 1-second run used {report['cpu_ms']} ms of CPU"
 
 
 @requires("rlimits")
