@@ -16,6 +16,8 @@ import re
 from functools import cache
 from pathlib import Path
 
+from sandbox.manifest import Cadence
+
 QUERIES_DIR = Path(__file__).parent / "sql" / "queries"
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)\s*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -74,9 +76,19 @@ def load_queries(directory: Path = QUERIES_DIR) -> dict[str, str]:
     return queries
 
 
+# A marker a statement may hold, filled in with the project's vocabulary: the cadences whose
+# slots are computed in a time zone (sandbox/manifest.py `Cadence.zoned`).
+ZONED_MARKER = "/*cadences:ZONED*/"
+
+
+def _filled(statement: str) -> str:
+    zoned = ", ".join(f"'{cadence.value}'" for cadence in Cadence if cadence.zoned)
+    return statement.replace(ZONED_MARKER, zoned)
+
+
 @cache
 def all_queries() -> dict[str, str]:
-    return load_queries()
+    return {name: _filled(text) for name, text in load_queries().items()}
 
 
 def query(name: str) -> str:

@@ -1,8 +1,10 @@
 """Pure scheduling decisions (docs/scheduling.md): cron -> slots, spread offsets, coalescing, catch-up.
 
 No I/O, no database, no wall clock: every function that needs the time is given `now`.
-All datetimes are timezone-aware UTC (naive ones are refused with a ScheduleError); cron
-expressions are 5-field and evaluated in UTC, so there is no DST.
+All datetimes are timezone-aware UTC (naive ones are refused with a ScheduleError); slots are
+UTC instants. Cron expressions are 5-field and evaluated in UTC, or — for daily and cron tasks
+whose config names a time zone — on the wall clock of that IANA zone, with the daylight-saving
+rules of docs/plugins.md#time-zones (see "Time zones" below).
 
 The bookkeeping this module decides on is one row per task (see table `tasks`):
 `next_slot` is the oldest slot not yet finished (None: not initialised), `next_due_at` is when a
@@ -32,21 +34,39 @@ node should look at the task again. Decisions taken here:
 * Common cron shapes (`* * * * *`, `*/N * * * *`, `M * * * *`, `M */N * * *`, `M H * * *`) are
   computed with integer arithmetic (same results as croniter, checked by the tests), so counting
   a year of missed minute slots is O(1); any other expression goes through croniter.
+
+Time zones. In a zone, the wall-clock times an expression matches are mapped to UTC instants:
+
+* a wall time that exists once is that instant;
+* a *fixed-time* expression (neither its minute nor its hour field starts with `*`, as in ISC
+  cron) runs a wall time of a repeated interval (clocks go back) once, at its first occurrence,
+  and a wall time of a skipped interval (clocks go forward) once, at the transition instant
+  (several skipped wall times, or one skipped and the first after the gap, are one slot);
+* any other expression (`0 * * * *`, `*/15 2 * * *`) runs at every real instant whose wall time
+  matches: twice for a repeated wall time, never for a skipped one.
+
+So a slot is still an instant, slots strictly increase, a daily slot occurs once per local day,
+and the pointer rules above (catch-up, retries, missed) are the same in every zone. The zone's
+offsets are read hour by hour (`_segments`): two transitions less than an hour apart (none in the
+time zone database since 1970) would be seen as one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import islice
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from croniter.croniter import CroniterError
 
-from sandbox.cron import CronError, check_cron
+from sandbox.cron import HORIZON_YEARS, CronError, TimeZoneError, check_cron, check_time_zone
 from sandbox.manifest import Cadence
 
 CADENCES = tuple(Cadence)
@@ -64,6 +84,11 @@ DEFAULT_MAX_ATTEMPTS: dict[str, int] = {"minute": 1, "hour": 5, "day": 10, "cron
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
+_TICK = timedelta(microseconds=1)
+_PROBE = timedelta(hours=1)  # how often a zone's offset is read (see the module's docstring)
+_CHUNK = timedelta(days=1)  # the longest stretch of one offset handled at once
+_LOOK_BACK = timedelta(hours=26)  # how far back the transition before a start is looked for
+_HORIZON = timedelta(days=366 * HORIZON_YEARS + 1)
 
 
 class ScheduleError(ValueError):
@@ -261,8 +286,7 @@ def _croniter_step(cron: str, start: datetime, forward: bool) -> datetime:
     return _utc(result)
 
 
-def slot_at_or_before(cron: str, t: datetime) -> datetime:
-    """The latest slot <= t."""
+def _utc_at_or_before(cron: str, t: datetime) -> datetime:
     t = _utc(t)
     periodic = _compile(cron)
     if periodic is not None:
@@ -272,8 +296,7 @@ def slot_at_or_before(cron: str, t: datetime) -> datetime:
     return _croniter_step(cron, minute_start + _MINUTE, forward=False)
 
 
-def slot_after(cron: str, slot: datetime) -> datetime:
-    """The first slot strictly after `slot` (which need not be a slot itself)."""
+def _utc_after(cron: str, slot: datetime) -> datetime:
     slot = _utc(slot)
     periodic = _compile(cron)
     if periodic is not None:
@@ -281,39 +304,259 @@ def slot_after(cron: str, slot: datetime) -> datetime:
     return _croniter_step(cron, slot, forward=True)
 
 
-def first_slot_at_or_after(cron: str, t: datetime) -> datetime:
-    """The earliest slot >= t."""
+def _utc_first_at_or_after(cron: str, t: datetime) -> datetime:
     t = _utc(t)
-    s = slot_at_or_before(cron, t)
-    return s if s == t else slot_after(cron, s)
+    s = _utc_at_or_before(cron, t)
+    return s if s == t else _utc_after(cron, s)
 
 
-def slots_between(
+def _utc_between(
     cron: str, start_inclusive: datetime, end_exclusive: datetime, limit: int | None = None
 ) -> list[datetime]:
-    """Slots in [start_inclusive, end_exclusive), oldest first, at most `limit` of them."""
     end = _utc(end_exclusive)
     out: list[datetime] = []
-    s = first_slot_at_or_after(cron, start_inclusive)
+    s = _utc_first_at_or_after(cron, start_inclusive)
     periodic = _compile(cron)
     while s < end and (limit is None or len(out) < limit):
         out.append(s)
-        s = s + periodic.period if periodic is not None else slot_after(cron, s)
+        s = s + periodic.period if periodic is not None else _utc_after(cron, s)
     return out
 
 
-def count_slots(cron: str, start_inclusive: datetime, end_exclusive: datetime) -> int:
-    """The number of slots in [start_inclusive, end_exclusive): exact and O(1) for periodic
-    expressions; for others exact up to COUNT_EXACT_UP_TO slots, then extrapolated from those
-    (so that a pointer years behind, e.g. a row written by hand, costs one bounded step, never a
-    stalled tick)."""
+def _utc_count(cron: str, start_inclusive: datetime, end_exclusive: datetime) -> int:
     start, end = _utc(start_inclusive), _utc(end_exclusive)
     if end <= start:
         return 0
     periodic = _compile(cron)
     if periodic is not None:
         return periodic.index_at_or_after(end) - periodic.index_at_or_after(start)
-    slots = slots_between(cron, start, end, limit=COUNT_EXACT_UP_TO + 1)
+    return _extrapolated(_utc_between(cron, start, end, limit=COUNT_EXACT_UP_TO + 1), end)
+
+
+# --------------------------------------------------------------------------- time zones
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str | None) -> ZoneInfo | None:
+    """The zone of a task (None or 'UTC': plain UTC arithmetic); ScheduleError if unknown."""
+    if name is None or name == "UTC":
+        return None
+    try:
+        return ZoneInfo(check_time_zone(name))
+    except TimeZoneError as exc:
+        raise ScheduleError(f"time zone {exc}") from None
+
+
+def validate_time_zone(name: str | None) -> str | None:
+    """Return `name` if the scheduler can use it (None: UTC); raise ScheduleError otherwise."""
+    _zone(name)
+    return name
+
+
+def is_fixed_time(cron: str) -> bool:
+    """Whether `cron` runs at fixed wall times: neither its minute nor its hour field starts with
+    `*` (ISC cron's rule). In a zone, such an expression runs a repeated wall time once and a
+    skipped one at the transition; any other runs at every real instant whose wall time
+    matches."""
+    minute, hour = cron.split()[:2]
+    return not (minute.startswith("*") or hour.startswith("*"))
+
+
+def _offset(zone: ZoneInfo, u: datetime) -> timedelta:
+    offset = u.astimezone(zone).utcoffset()
+    assert offset is not None  # a ZoneInfo always gives one
+    return offset
+
+
+def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The instant in (before, after] where the offset changes, `before` and `after` having
+    different offsets and one transition between them (transitions are whole seconds)."""
+    first = _offset(zone, before)
+    lo = math.floor(before.timestamp())
+    hi = math.ceil(after.timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset(zone, datetime.fromtimestamp(mid, UTC)) == first:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _segments(
+    zone: ZoneInfo, start: datetime, end: datetime
+) -> Iterator[tuple[datetime, datetime, timedelta]]:
+    """[start, end) as consecutive stretches (from, to, offset) of one UTC offset, each at most
+    _CHUNK long; the offset is read every _PROBE."""
+    s = start
+    while s < end:
+        offset = _offset(zone, s)
+        limit = min(s + _CHUNK, end)
+        probe = s
+        while probe < limit:
+            nxt = min(probe + _PROBE, limit)
+            if _offset(zone, nxt) != offset:
+                limit = _transition(zone, probe, nxt)
+                break
+            probe = nxt
+        yield s, limit, offset
+        s = limit
+
+
+def _walls_shown_before(zone: ZoneInfo, start: datetime) -> datetime:
+    """The end of the wall times the clock showed before `start` (wall times are written as UTC
+    datetimes): `start`'s own wall time, unless clocks went back less than the repeated interval
+    before `start` (then later), or `start` is a transition (then the wall time just before)."""
+    offset = _offset(zone, start)
+    probe = start
+    while probe > start - _LOOK_BACK:
+        earlier = probe - _PROBE
+        before = _offset(zone, earlier)
+        if before != offset:
+            t = _transition(zone, earlier, probe)
+            if t == start:
+                return t + before
+            return max(start + offset, t + before)
+        probe = earlier
+    return start + offset
+
+
+class _Walls:
+    """The wall times an expression matches, asked for range after range; remembers the last
+    match found so that a sparse expression is not searched again for every range."""
+
+    def __init__(self, cron: str) -> None:
+        self.cron = cron
+        self.periodic = _compile(cron)
+        self.asked: datetime | None = None
+        self.found: datetime | None = None
+
+    def first_at_or_after(self, lo: datetime) -> datetime:
+        if self.asked is not None and self.found is not None and self.asked <= lo <= self.found:
+            return self.found
+        self.asked, self.found = lo, _utc_first_at_or_after(self.cron, lo)
+        return self.found
+
+    def between(self, lo: datetime, hi: datetime) -> Iterator[datetime]:
+        if lo >= hi:
+            return
+        w = self.first_at_or_after(lo)
+        while w < hi:
+            yield w
+            w = w + self.periodic.period if self.periodic is not None else _utc_after(self.cron, w)
+
+
+def _zoned(cron: str, zone: ZoneInfo, start: datetime, end: datetime) -> Iterator[datetime]:
+    """The slots in [start, end), oldest first (the module's docstring, "Time zones")."""
+    fixed = is_fixed_time(cron)
+    walls = _Walls(cron)
+    shown = _walls_shown_before(zone, start)  # the wall times before this one were shown
+    for s, e, offset in _segments(zone, start, end):
+        # clocks went forward at s: a fixed-time expression's skipped wall times run once, at s
+        at_transition = (
+            fixed
+            and shown < s + offset
+            and next(walls.between(shown, s + offset), None) is not None
+        )
+        if at_transition:
+            yield s
+        lo = max(shown, s + offset) if fixed else s + offset  # fixed: a repeated one runs once
+        for w in walls.between(lo, e + offset):
+            if not (at_transition and w - offset == s):
+                yield w - offset
+        shown = max(shown, e + offset)
+
+
+def _zoned_first(cron: str, zone: ZoneInfo, t: datetime) -> datetime:
+    for slot in _zoned(cron, zone, t, t + _HORIZON):
+        return slot
+    raise ScheduleError(
+        f"cron expression {cron!r} has no slot in {zone.key} within {HORIZON_YEARS} years "
+        f"after {t.isoformat()}"
+    )
+
+
+def _zoned_last(cron: str, zone: ZoneInfo, t: datetime) -> datetime:
+    span = timedelta(hours=2)
+    while True:
+        last = None
+        for slot in _zoned(cron, zone, t - span, t + _TICK):
+            last = slot
+        if last is not None:
+            return last
+        if span > _HORIZON:
+            raise ScheduleError(
+                f"cron expression {cron!r} has no slot in {zone.key} within {HORIZON_YEARS} "
+                f"years before {t.isoformat()}"
+            )
+        span *= 4
+
+
+# --------------------------------------------------------------------------- slots
+
+
+def slot_at_or_before(cron: str, t: datetime, zone: str | None = None) -> datetime:
+    """The latest slot <= t (in time zone `zone`, None: UTC)."""
+    z = _zone(zone)
+    if z is None:
+        return _utc_at_or_before(cron, t)
+    _compile(cron)
+    return _zoned_last(cron, z, _utc(t))
+
+
+def slot_after(cron: str, slot: datetime, zone: str | None = None) -> datetime:
+    """The first slot strictly after `slot` (which need not be a slot itself)."""
+    z = _zone(zone)
+    if z is None:
+        return _utc_after(cron, slot)
+    _compile(cron)
+    return _zoned_first(cron, z, _utc(slot) + _TICK)
+
+
+def first_slot_at_or_after(cron: str, t: datetime, zone: str | None = None) -> datetime:
+    """The earliest slot >= t."""
+    z = _zone(zone)
+    if z is None:
+        return _utc_first_at_or_after(cron, t)
+    _compile(cron)
+    return _zoned_first(cron, z, _utc(t))
+
+
+def slots_between(
+    cron: str,
+    start_inclusive: datetime,
+    end_exclusive: datetime,
+    limit: int | None = None,
+    zone: str | None = None,
+) -> list[datetime]:
+    """Slots in [start_inclusive, end_exclusive), oldest first, at most `limit` of them."""
+    z = _zone(zone)
+    if z is None:
+        return _utc_between(cron, start_inclusive, end_exclusive, limit)
+    _compile(cron)
+    start, end = _utc(start_inclusive), _utc(end_exclusive)
+    if end <= start:
+        return []
+    return list(islice(_zoned(cron, z, start, end), limit))
+
+
+def count_slots(
+    cron: str, start_inclusive: datetime, end_exclusive: datetime, zone: str | None = None
+) -> int:
+    """The number of slots in [start_inclusive, end_exclusive): exact and O(1) for periodic
+    expressions in UTC; otherwise exact up to COUNT_EXACT_UP_TO slots, then extrapolated from
+    those (so that a pointer years behind, e.g. a row written by hand, costs one bounded step,
+    never a stalled tick)."""
+    if _zone(zone) is None:
+        return _utc_count(cron, start_inclusive, end_exclusive)
+    start, end = _utc(start_inclusive), _utc(end_exclusive)
+    if end <= start:
+        return 0
+    slots = slots_between(cron, start, end, COUNT_EXACT_UP_TO + 1, zone)
+    return _extrapolated(slots, end)
+
+
+def _extrapolated(slots: list[datetime], end: datetime) -> int:
     if len(slots) <= COUNT_EXACT_UP_TO:
         return len(slots)
     per_slot = (slots[-1] - slots[0]) / (len(slots) - 1)
@@ -334,6 +577,12 @@ class TaskState:
     next_slot: datetime | None
     attempt: int = 1
     active: bool = False
+    time_zone: str | None = None  # the config's effective zone (None: UTC)
+
+    @property
+    def zone(self) -> str | None:
+        """The zone its slots are computed in: daily and cron tasks only (Cadence.zoned)."""
+        return self.time_zone if _check_cadence(self.cadence).zoned else None
 
 
 @dataclass
@@ -349,7 +598,7 @@ def _due(slot: datetime, offset_s: float) -> datetime:
 def initialise(task: TaskState, now: datetime) -> Initialised:
     """Point a new task at the first slot >= now (no backfill before it existed)."""
     _check_cadence(task.cadence)
-    slot = first_slot_at_or_after(task.cron, now)
+    slot = first_slot_at_or_after(task.cron, now, task.zone)
     return Initialised(next_slot=slot, next_due_at=_due(slot, task.offset_s))
 
 
@@ -392,24 +641,24 @@ def _nothing(task: TaskState, pointer: datetime, due: datetime, **extra: Any) ->
 
 
 def _claim_minute(task: TaskState, pointer: datetime, now: datetime) -> ClaimDecision:
-    latest = slot_at_or_before(task.cron, now)
+    latest = slot_at_or_before(task.cron, now, task.zone)
     if latest < pointer:  # nothing due yet
         return _nothing(task, pointer, _due(pointer, task.offset_s), attempt=1)
-    after = slot_after(task.cron, latest)
+    after = slot_after(task.cron, latest, task.zone)
     if task.active:  # never two runs at once, never a pile-up: fold every due slot into nothing
         return _nothing(
             task,
             after,
             _due(after, task.offset_s),
             attempt=1,
-            coalesced=count_slots(task.cron, pointer, after),
+            coalesced=count_slots(task.cron, pointer, after, task.zone),
         )
     return ClaimDecision(
         run_slot=latest,
         attempt=1,
         backfilled=False,
         missed_slots=[],
-        coalesced=count_slots(task.cron, pointer, latest),
+        coalesced=count_slots(task.cron, pointer, latest, task.zone),
         next_slot=after,
         next_due_at=_due(after, task.offset_s),
     )
@@ -425,12 +674,14 @@ def _claim_catch_up(
     missed: list[datetime] = []
     missed_count = 0
     if pointer < window_start:
-        first_inside = first_slot_at_or_after(task.cron, window_start)
-        missed = slots_between(task.cron, pointer, first_inside, limit=MISSED_LIST_CAP)
-        missed_count = count_slots(task.cron, pointer, first_inside)
+        first_inside = first_slot_at_or_after(task.cron, window_start, task.zone)
+        missed = slots_between(
+            task.cron, pointer, first_inside, limit=MISSED_LIST_CAP, zone=task.zone
+        )
+        missed_count = count_slots(task.cron, pointer, first_inside, task.zone)
         pointer = first_inside
         attempt = 1  # a slot being retried that fell out of the window is missed, not retried
-    backfilled = slot_after(task.cron, pointer) <= now
+    backfilled = slot_after(task.cron, pointer, task.zone) <= now
     if now >= _due(pointer, task.offset_s) or backfilled or attempt > 1:
         return ClaimDecision(
             run_slot=pointer,
@@ -475,7 +726,7 @@ def decide_completion(
     now = _utc(now, "now")
     run_slot = _utc(run_slot, "run_slot")
     pointer = _utc(task.next_slot, "next_slot") if task.next_slot is not None else None
-    after = slot_after(task.cron, run_slot)
+    after = slot_after(task.cron, run_slot, task.zone)
 
     if task.cadence == "minute":  # the claim already moved the pointer; no retries
         new_pointer = after if pointer is None else max(pointer, after)

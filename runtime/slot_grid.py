@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from runtime.schedule import slots_between
+from runtime.schedule import ScheduleError, slots_between
 
 GRID_WINDOW = {
     "minute": timedelta(minutes=60),
@@ -64,6 +64,8 @@ class TaskGrid:
     cron: str
     since: datetime
     slots: list[Slot] = field(default_factory=list)
+    time_zone: str | None = None  # daily and cron tasks in a zone (None: UTC)
+    error: str = ""  # why its slots cannot be computed (a time zone written by hand)
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATES, 0)
@@ -88,19 +90,25 @@ def task_grid(
     first: datetime | None = None,
     error_of: Any = None,
 ) -> TaskGrid:
-    """The grid of one task (`task`: name, cadence, cron, next_slot) from its runs in the window
-    (id, slot, state, outcome, manual, error), at scheduler time `now`. `first`: no slot before
+    """The grid of one task (`task`: name, cadence, cron, time_zone, next_slot) from its runs in
+    the window (id, slot, state, outcome, manual, error), at scheduler time `now`. `first`: no slot before
     it is owed (the config's creation). `error_of(error) -> str` summarises an error."""
     cadence = str(task["cadence"])
     since = now - GRID_WINDOW.get(cadence, GRID_WINDOW["hour"])
-    grid = TaskGrid(str(task["name"]), cadence, str(task["cron"]), since)
+    zone = task.get("time_zone")
+    grid = TaskGrid(str(task["name"]), cadence, str(task["cron"]), since, time_zone=zone)
     by_slot: dict[datetime, list[Mapping[str, Any]]] = {}
     for run in runs:
         if run.get("manual") or run["outcome"] in _IGNORED:
             continue
         by_slot.setdefault(run["slot"], []).append(run)
     pointer = task.get("next_slot")
-    for slot in slots_between(grid.cron, since, now + timedelta(microseconds=1), MAX_SLOTS):
+    try:
+        slots = slots_between(grid.cron, since, now + timedelta(microseconds=1), MAX_SLOTS, zone)
+    except ScheduleError as exc:
+        grid.error = str(exc)
+        return grid
+    for slot in slots:
         attempts = sorted(by_slot.get(slot, []), key=lambda r: int(r["id"]))
         if attempts:
             ok = [r for r in attempts if _run_state(r) == "ok"]

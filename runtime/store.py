@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from runtime.queries import query
 from runtime.text import SECRET_MASK as SECRET_MASK  # re-exported: one mask
 from runtime.text import secret_values
+from sandbox.cron import TimeZoneError, check_time_zone
 from sandbox.manifest import (
     MAX_JSON_DEPTH,
     Cadence,
@@ -332,17 +333,39 @@ def validate_settings(
 # -- configs ------------------------------------------------------------------------------------
 
 
+def valid_time_zone(name: str | None) -> str | None:
+    """`name` (an IANA time zone name) if it can be used, None for None or "" (no zone of the
+    config's own: the plugin's declared zone applies, else UTC); ConfigError otherwise."""
+    if name is None or name == "":
+        return None
+    try:
+        return check_time_zone(name)
+    except TimeZoneError as exc:
+        raise ConfigError(f"time zone {exc}", "time_zone") from None
+
+
 def create_config(
-    conn: Conn, plugin_name: str, settings: Mapping[str, Any], enabled: bool = True
+    conn: Conn,
+    plugin_name: str,
+    settings: Mapping[str, Any],
+    enabled: bool = True,
+    time_zone: str | None = None,
 ) -> int:
-    """A new config of an installed plugin, with its tasks; returns its id."""
+    """A new config of an installed plugin, with its tasks; returns its id. `time_zone`: the
+    IANA zone its daily and cron tasks are computed in (None: the plugin's, else UTC)."""
+    zone = valid_time_zone(time_zone)
     with conn.transaction():
         plugin = _plugin_row(conn, plugin_name)
         valid = validate_settings(parse_manifest(plugin["manifest"]), settings)
         row = _row(
             conn,
             "insert_config",
-            {"plugin_id": plugin["id"], "settings": Jsonb(valid), "enabled": enabled},
+            {
+                "plugin_id": plugin["id"],
+                "settings": Jsonb(valid),
+                "enabled": enabled,
+                "time_zone": zone,
+            },
         )
         assert row is not None
         config_id = int(row["id"])
@@ -389,6 +412,16 @@ def update_settings(conn: Conn, config_id: int, changes: Mapping[str, Any]) -> N
         manifest = parse_manifest(row["manifest"])
         valid = validate_settings(manifest, changes, current=row["settings"])
         _row(conn, "set_config_settings", {"id": config_id, "settings": Jsonb(valid)})
+
+
+def set_time_zone(conn: Conn, config_id: int, time_zone: str | None) -> None:
+    """Set the time zone of a config (None or "": none of its own, the plugin's applies) and
+    re-initialise its daily and cron tasks whose zone changes (sync_tasks)."""
+    zone = valid_time_zone(time_zone)
+    with conn.transaction():
+        if _row(conn, "set_config_time_zone", {"id": config_id, "time_zone": zone}) is None:
+            raise NotFound(f"no config with id {config_id}")
+        sync_tasks(conn, [config_id])
 
 
 def delete_config(conn: Conn, config_id: int) -> None:

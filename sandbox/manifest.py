@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sandbox.cron import CronError, check_cron
+from sandbox.cron import CronError, TimeZoneError, check_cron, check_time_zone
 
 
 class Cadence(StrEnum):
@@ -34,6 +34,12 @@ class Cadence(StrEnum):
     def retries(self) -> bool:
         """Never skips a slot within its catch-up window; failed slots are retried."""
         return self is not Cadence.MINUTE
+
+    @property
+    def zoned(self) -> bool:
+        """Its slots are computed in the config's time zone (docs/plugins.md#time-zones);
+        minute and hourly tasks run every real minute and hour whatever the zone."""
+        return self in (Cadence.DAY, Cadence.CRON)
 
 
 # The three fixed cadences, by both spellings a plugin may use, and their cron expression.
@@ -58,6 +64,7 @@ _KNOWN_KEYS = {
     "schedules",
     "allowed_hosts",
     "limits",
+    "time_zone",
 }
 MAX_SOURCE_BYTES = 1024 * 1024  # the main file
 MAX_MANIFEST_BYTES = 256 * 1024  # plugin.json
@@ -113,6 +120,7 @@ class Manifest:
     schedules: dict[str, str] = field(default_factory=dict)
     allowed_hosts: tuple[str, ...] = ()
     limits: Limits = Limits()
+    time_zone: str | None = None  # the zone its daily and cron schedules are meant in (None: UTC)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -251,6 +259,12 @@ def parse_manifest(data: Any) -> Manifest:
         if "memory_mb" in limits_raw
         else None,
     )
+    time_zone = data.get("time_zone")
+    if time_zone is not None:
+        try:
+            check_time_zone(time_zone)
+        except TimeZoneError as exc:
+            raise _fail("time_zone", str(exc)) from None
     return Manifest(
         name=name,
         version=version,
@@ -260,6 +274,7 @@ def parse_manifest(data: Any) -> Manifest:
         schedules=schedules,
         allowed_hosts=tuple(h.lower() for h in hosts_raw),
         limits=limits,
+        time_zone=time_zone,
         raw=data,
     )
 

@@ -422,6 +422,17 @@ def plugins_remove(name: str, force: bool, database_url: str | None) -> None:
 
 # -- configs ------------------------------------------------------------------------------------
 
+TIME_ZONE_HELP = (
+    "IANA time zone (e.g. Europe/Berlin) its daily and cron tasks are computed in; default: the "
+    "plugin's declared time_zone, else UTC. Minute and hourly tasks run every real minute and "
+    "hour whatever the zone."
+)
+
+
+def effective_time_zone(row: Mapping[str, Any]) -> str:
+    """A config's zone as the scheduler uses it: its own, else its plugin's, else UTC."""
+    return str(row.get("time_zone") or row.get("plugin_time_zone") or "UTC")
+
 
 @main.group("configs")
 def configs_group() -> None:
@@ -439,18 +450,26 @@ def configs_group() -> None:
     help="A setting (repeat for several); converted to the type the plugin declares.",
 )
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
+@click.option("--time-zone", "time_zone", metavar="ZONE", help=TIME_ZONE_HELP)
 @database_url_option
 @cli_errors
 def configs_create(
-    plugin: str, pairs: tuple[str, ...], disabled: bool, database_url: str | None
+    plugin: str,
+    pairs: tuple[str, ...],
+    disabled: bool,
+    time_zone: str | None,
+    database_url: str | None,
 ) -> None:
     """Create a config of installed PLUGIN; prints its id alone on the last line."""
     settings = parse_assignments(pairs)
     with open_database(database_url) as conn:
-        config_id = store.create_config(conn, plugin, settings, enabled=not disabled)
+        config_id = store.create_config(
+            conn, plugin, settings, enabled=not disabled, time_zone=time_zone
+        )
         note = limits_note(store.get_plugin(conn, plugin))
     state = "disabled" if disabled else "enabled"
-    echo(f"created config {config_id} of plugin {plugin} ({state})", err=True)
+    zone = f", time zone {time_zone}" if time_zone else ""
+    echo(f"created config {config_id} of plugin {plugin} ({state}{zone})", err=True)
     if note:
         click.echo(note, err=True)
     click.echo(str(config_id))
@@ -473,6 +492,7 @@ def configs_list(as_json: bool, database_url: str | None) -> None:
         else:
             row["status"] = "enabled" if row["enabled"] else "disabled"
         row["task_names"] = ", ".join(row["tasks"])
+        row["zone"] = effective_time_zone(row)
     print_table(
         "plugin configs",
         [
@@ -482,6 +502,7 @@ def configs_list(as_json: bool, database_url: str | None) -> None:
             ("status", "status"),
             ("failures", "consecutive_failures"),
             ("tasks", "task_names"),
+            ("time zone", "zone"),
             ("settings", "settings"),
         ],
         rows,
@@ -512,15 +533,32 @@ def configs_disable(config_id: int, database_url: str | None) -> None:
 
 @configs_group.command("set", cls=OneLineErrorCommand)
 @click.argument("config_id", metavar="ID", type=int)
-@click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True)
+@click.argument("pairs", metavar="KEY=VALUE...", nargs=-1)
+@click.option(
+    "--time-zone",
+    "time_zone",
+    metavar="ZONE",
+    help=TIME_ZONE_HELP + ' "" removes the config\'s own zone. A change re-initialises its daily '
+    "and cron tasks at their first slot from now in the new zone.",
+)
 @database_url_option
 @cli_errors
-def configs_set(config_id: int, pairs: tuple[str, ...], database_url: str | None) -> None:
-    """Change settings of config ID."""
+def configs_set(
+    config_id: int, pairs: tuple[str, ...], time_zone: str | None, database_url: str | None
+) -> None:
+    """Change settings (KEY=VALUE...) or the time zone of config ID."""
+    if not pairs and time_zone is None:
+        raise click.UsageError("give at least one KEY=VALUE or --time-zone")
     changes = parse_assignments(pairs)
-    with open_database(database_url) as conn:
-        store.update_settings(conn, config_id, changes)
-    echo(f"config {config_id}: updated {', '.join(sorted(changes))}")
+    if time_zone is not None:
+        store.valid_time_zone(time_zone)  # refused before anything is written
+    with open_database(database_url) as conn, conn.transaction():
+        if changes:
+            store.update_settings(conn, config_id, changes)
+        if time_zone is not None:
+            store.set_time_zone(conn, config_id, time_zone)
+    done = sorted(changes) + (["time zone"] if time_zone is not None else [])
+    echo(f"config {config_id}: updated {', '.join(done)}")
 
 
 @configs_group.command("delete", cls=OneLineErrorCommand)
@@ -652,7 +690,8 @@ def print_run(run: Mapping[str, Any]) -> None:
     kind = "manual" if run["manual"] else ("backfilled" if run["backfilled"] else "scheduled")
     field("run", f"{run['id']} ({kind}, attempt {run['attempt']})")
     field("config", f"{run['config_id']} ({plugin})")
-    cadence = f" ({run['cadence']}, {run['cron']})" if run["cadence"] else ""
+    zone = f" in {run['time_zone']}" if run.get("time_zone") else ""
+    cadence = f" ({run['cadence']}, {run['cron']}{zone})" if run["cadence"] else ""
     field("task", f"{run['task']}{cadence}")
     field("slot", run["slot"])
     field("node", run["node"])

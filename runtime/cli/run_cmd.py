@@ -15,12 +15,11 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from croniter import croniter
 from rich.console import Console
 
 from runtime.cli import main
@@ -34,6 +33,7 @@ from runtime.cli.db_cmds import (
     parse_assignments,
 )
 from runtime.jsonable import dumps
+from runtime.schedule import slot_at_or_before
 from runtime.store import StoreError, validate_settings
 from runtime.text import Masker, markup_safe, secret_values
 from sandbox import (
@@ -163,7 +163,8 @@ def asked_limits(
 
 
 def nominal_slot(plugin: Plugin, task: str, now: datetime) -> str:
-    """The task's latest slot at or before `now` (ISO UTC): what the scheduler would pass."""
+    """The task's latest slot at or before `now` (ISO UTC): what the scheduler would pass (in the
+    plugin's declared time zone for a daily or cron task)."""
     try:
         scheduled = plugin.tasks().get(task)
     except ManifestError:  # main.py does not parse
@@ -171,8 +172,8 @@ def nominal_slot(plugin: Plugin, task: str, now: datetime) -> str:
     minute = now.astimezone(UTC).replace(second=0, microsecond=0)
     if scheduled is None:
         return iso_utc(minute)
-    previous: datetime = croniter(scheduled.cron, minute + timedelta(minutes=1)).get_prev(datetime)
-    return iso_utc(previous)
+    zone = plugin.manifest.time_zone if scheduled.cadence.zoned else None
+    return iso_utc(slot_at_or_before(scheduled.cron, now.astimezone(UTC), zone))
 
 
 def parse_slot(text: str) -> str:

@@ -142,7 +142,7 @@ class Gateway(Protocol):
     def stop_node(self, node_id: str) -> None: ...
     def plugin_code(self, plugin_id: int) -> PluginCode | None: ...
     def sync_tasks(self, config_ids: Sequence[int] | None) -> None: ...
-    def insert_missing_tasks(self) -> None: ...
+    def reconcile_tasks(self) -> None: ...
     def config_values(self, config_ids: Sequence[int]) -> dict[int, dict[str, Any]]: ...
     def prune(
         self, runs_days: float | None, logs_days: float | None, max_batches: int, now: datetime
@@ -431,8 +431,13 @@ class PgGateway(_Session):
             for name in store.SYNC_TASKS_STATEMENTS:
                 self._send(name, params)
 
-    def insert_missing_tasks(self) -> None:
-        self._send("sync_tasks_insert", {"config_ids": None})
+    def reconcile_tasks(self) -> None:
+        """Every config's tasks: the missing ones inserted, and those whose schedule no longer
+        matches (a time zone changed in psql while no notification was heard) re-initialised."""
+        params = {"config_ids": None}
+        with self.transaction():
+            self._send("sync_tasks_update", params)
+            self._send("sync_tasks_insert", params)
 
     def config_values(self, config_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         rows = self._send("config_settings", {"ids": list(config_ids)})

@@ -138,6 +138,7 @@ class DueTask(Row):
     plugin_id: int
     values: dict[str, Any]  # the config's values (column `settings`)
     plugin_updated_at: datetime
+    time_zone: str | None = None  # the zone its slots are computed in (None: UTC)
 
     def state(self, attempt: int | None = None) -> TaskState:
         """What the scheduling rules need of it."""
@@ -148,6 +149,7 @@ class DueTask(Row):
             offset_s=self.offset_s,
             next_slot=self.next_slot,
             attempt=self.attempt if attempt is None else attempt,
+            time_zone=self.time_zone,
         )
 
 
@@ -198,6 +200,7 @@ class OrphanRun(Row):
     next_slot: datetime | None
     task_attempt: int | None
     is_active: bool
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True)

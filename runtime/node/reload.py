@@ -34,7 +34,7 @@ class ReloadDuty:
     quarantine: QuarantineWatch = field(default_factory=QuarantineWatch)
 
     def reconcile(self) -> None:
-        self.gateway.insert_missing_tasks()
+        self.gateway.reconcile_tasks()
         self.claim_manual()
 
     def handle(self) -> bool:

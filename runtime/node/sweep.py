@@ -56,6 +56,7 @@ class SweepDuty:
                 next_slot=row.next_slot,
                 attempt=row.task_attempt or 1,
                 active=True,
+                time_zone=row.time_zone,
             )
             try:
                 pointer = pointer_after(

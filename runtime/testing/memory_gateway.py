@@ -43,6 +43,7 @@ class TaskRow:
     name: str
     cadence: Cadence
     cron: str
+    time_zone: str | None = None
     offset_s: float = 0.0
     next_slot: datetime | None = None
     next_due_at: datetime | None = None  # None: "the database's now", always due
@@ -406,6 +407,7 @@ class MemoryGateway:
             task = {
                 "cadence": t.cadence if t else None,
                 "cron": t.cron if t else None,
+                "time_zone": t.time_zone if t else None,
                 "offset_s": t.offset_s if t else None,
                 "next_slot": t.next_slot if t else None,
                 "task_attempt": t.attempt if t else None,
@@ -433,9 +435,9 @@ class MemoryGateway:
         self._send("sync_tasks", 3)
         self.calls.append(("sync_tasks", list(config_ids) if config_ids is not None else None))
 
-    def insert_missing_tasks(self) -> None:
-        self._send("insert_missing_tasks")
-        self.calls.append(("insert_missing_tasks", None))
+    def reconcile_tasks(self) -> None:
+        self._send("reconcile_tasks", 2)
+        self.calls.append(("reconcile_tasks", None))
 
     def config_values(self, config_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         self._send("config_values")

@@ -123,7 +123,7 @@ def test_reload_reconciles_after_the_listener_reconnects() -> None:
     kit, _, heard, duty, manual = reload_kit()
     heard.append(Change("reconnected", {}))
     assert duty.handle() is False
-    assert ("insert_missing_tasks", None) in kit.gateway.calls and manual == ["claimed"]
+    assert ("reconcile_tasks", None) in kit.gateway.calls and manual == ["claimed"]
 
 
 def test_retention_prunes_a_bounded_number_of_batches_per_pass() -> None:

@@ -26,6 +26,9 @@ def test_every_statement_has_its_markers_filled_in() -> None:
     for name in all_queries():
         text = _statement(name)
         assert "/*columns:" not in text and "/*outcomes:" not in text, name
+        assert "/*cadences:" not in text, name
+    sync = _statement("sync_tasks_update")
+    assert "IN ('day', 'cron')" in sync and [c.value for c in Cadence if c.zoned] == ["day", "cron"]
     complete = _statement("complete_runs")
     assert f"AS r({recordset_columns(Completion)})" in complete
     assert "'timeout'" in complete and "'lost'" not in complete.split("FILTER")[1].split(")")[0]

@@ -44,8 +44,8 @@ SELECT p.id, p.version, p.manifest, p.source
 DELETE FROM plugin_runtime.plugins WHERE id = %(id)s;
 
 -- name: insert_config
-INSERT INTO plugin_runtime.plugin_configs (plugin_id, settings, enabled)
-VALUES (%(plugin_id)s, %(settings)s, %(enabled)s)
+INSERT INTO plugin_runtime.plugin_configs (plugin_id, settings, enabled, time_zone)
+VALUES (%(plugin_id)s, %(settings)s, %(enabled)s, %(time_zone)s)
 RETURNING id;
 
 -- name: list_configs
@@ -62,6 +62,7 @@ SELECT c.id, c.plugin_id, p.name AS plugin, p.version, c.enabled,
                    FROM jsonb_each(c.settings) s), '{}'::jsonb) AS settings,
        COALESCE((SELECT jsonb_agg(t.name ORDER BY t.name)
                    FROM plugin_runtime.tasks t WHERE t.config_id = c.id), '[]'::jsonb) AS tasks,
+       c.time_zone, p.manifest ->> 'time_zone' AS plugin_time_zone,
        c.created_at, c.updated_at
   FROM plugin_runtime.plugin_configs c
   JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
@@ -94,6 +95,13 @@ UPDATE plugin_runtime.plugin_configs
  WHERE id = %(id)s
 RETURNING id;
 
+-- name: set_config_time_zone
+-- NULL: the plugin's declared zone, else UTC. The notify trigger tells every node.
+UPDATE plugin_runtime.plugin_configs
+   SET time_zone = %(time_zone)s, updated_at = now()
+ WHERE id = %(id)s
+RETURNING id;
+
 -- name: set_config_settings
 UPDATE plugin_runtime.plugin_configs
    SET settings = %(settings)s, updated_at = now()
@@ -113,25 +121,37 @@ DELETE FROM plugin_runtime.tasks t
    AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(p.tasks) e WHERE e ->> 'name' = t.name);
 
 -- name: sync_tasks_update
--- Tasks whose schedule changed: new cron/cadence, and next_slot NULL so a node re-initialises it.
+-- Tasks whose schedule changed: new cron, cadence or time zone, and next_slot NULL so a node
+-- re-initialises it. A task's zone is its config's effective one (the config's, else the
+-- plugin's declared `time_zone`, else NULL: UTC) for the cadences computed in a zone (daily and
+-- cron: sandbox/manifest.py `Cadence.zoned`), NULL for the others.
 UPDATE plugin_runtime.tasks t
    SET cron        = e ->> 'cron',
        cadence     = e ->> 'cadence',
+       time_zone   = z.time_zone,
        next_slot   = NULL,
        next_due_at = now(),
        attempt     = 1
   FROM plugin_runtime.plugin_configs c
   JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
  CROSS JOIN LATERAL jsonb_array_elements(p.tasks) e
+ CROSS JOIN LATERAL (SELECT CASE WHEN e ->> 'cadence' IN (/*cadences:ZONED*/)
+                                 THEN COALESCE(c.time_zone, p.manifest ->> 'time_zone')
+                            END AS time_zone) z
  WHERE t.config_id = c.id
    AND e ->> 'name' = t.name
    AND (%(config_ids)s::bigint[] IS NULL OR c.id = ANY (%(config_ids)s::bigint[]))
-   AND (t.cron IS DISTINCT FROM e ->> 'cron' OR t.cadence IS DISTINCT FROM e ->> 'cadence');
+   AND (t.cron IS DISTINCT FROM e ->> 'cron' OR t.cadence IS DISTINCT FROM e ->> 'cadence'
+        OR t.time_zone IS DISTINCT FROM z.time_zone);
 
 -- name: sync_tasks_insert
 -- Missing tasks, with next_slot NULL: the scheduler node that first sees them initialises them.
-INSERT INTO plugin_runtime.tasks (config_id, name, cadence, cron)
-SELECT c.id, e ->> 'name', e ->> 'cadence', e ->> 'cron'
+-- Their zone as in sync_tasks_update.
+INSERT INTO plugin_runtime.tasks (config_id, name, cadence, cron, time_zone)
+SELECT c.id, e ->> 'name', e ->> 'cadence', e ->> 'cron',
+       CASE WHEN e ->> 'cadence' IN (/*cadences:ZONED*/)
+            THEN COALESCE(c.time_zone, p.manifest ->> 'time_zone')
+       END
   FROM plugin_runtime.plugin_configs c
   JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
  CROSS JOIN LATERAL jsonb_array_elements(p.tasks) e
@@ -183,7 +203,7 @@ SELECT r.id, r.config_id, p.name AS plugin, r.task, t.cadence, r.slot, r.attempt
 -- Everything about one run: its config and plugin (when they still exist), its task's cadence
 -- and spread offset (for the start lag), timings, outcome, error and result.
 SELECT r.id, r.config_id, p.name AS plugin, p.version AS plugin_version, r.task, t.cadence,
-       t.cron, t.offset_s, r.slot, r.attempt, r.manual, r.backfilled, r.node, r.state,
+       t.cron, t.time_zone, t.offset_s, r.slot, r.attempt, r.manual, r.backfilled, r.node, r.state,
        r.outcome, r.due_at, r.claimed_at, r.started_at, r.finished_at, r.duration_ms,
        EXTRACT(EPOCH FROM r.started_at - (r.slot + make_interval(secs => COALESCE(t.offset_s, 0))))
            AS start_lag_s,

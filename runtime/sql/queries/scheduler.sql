@@ -14,8 +14,8 @@ WITH heartbeat AS (
      WHERE id = %(node)s
     RETURNING 1
 )
-SELECT t.id, t.config_id, t.name, t.cadence, t.cron, t.offset_s, t.next_slot, t.next_due_at,
-       t.attempt, c.plugin_id, c.settings, p.updated_at AS plugin_updated_at
+SELECT t.id, t.config_id, t.name, t.cadence, t.cron, t.time_zone, t.offset_s, t.next_slot,
+       t.next_due_at, t.attempt, c.plugin_id, c.settings, p.updated_at AS plugin_updated_at
   FROM plugin_runtime.tasks t
   JOIN plugin_runtime.plugin_configs c ON c.id = t.config_id
   JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
@@ -255,7 +255,7 @@ UPDATE plugin_runtime.nodes SET stopped_at = now(), heartbeat_at = now() WHERE i
 -- process with its node id): locked so that only one node recovers each, returned with what the
 -- scheduler needs to decide their task's next step.
 SELECT x.id AS run_id, x.node, x.task_id, x.slot, x.attempt, x.manual,
-       t.cadence, t.cron, t.offset_s, t.next_slot, t.attempt AS task_attempt,
+       t.cadence, t.cron, t.time_zone, t.offset_s, t.next_slot, t.attempt AS task_attempt,
        (t.active_run_id = x.id) AS is_active
   FROM plugin_runtime.runs x
   JOIN plugin_runtime.nodes n ON n.id = x.node

@@ -268,6 +268,7 @@ SELECT c.id AS config_id, p.name AS plugin, p.version, c.enabled, c.quarantined_
        c.quarantine_reason, c.consecutive_failures, c.created_at,
        COALESCE((SELECT jsonb_agg(jsonb_build_object(
                     'name', t.name, 'cadence', t.cadence, 'cron', t.cron,
+                    'time_zone', t.time_zone,
                     'next_slot', t.next_slot, 'next_due_at', t.next_due_at,
                     'active_run_id', t.active_run_id) ORDER BY t.name)
                    FROM plugin_runtime.tasks t WHERE t.config_id = c.id), '[]'::jsonb) AS tasks
