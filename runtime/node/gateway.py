@@ -432,12 +432,12 @@ class PgGateway(_Session):
                 self._send(name, params)
 
     def reconcile_tasks(self) -> None:
-        """Every config's tasks: the missing ones inserted, and those whose schedule no longer
-        matches (a time zone changed in psql while no notification was heard) re-initialised."""
-        params = {"config_ids": None}
+        """Every config's tasks: the missing ones inserted, and the daily and cron ones whose
+        time zone is no longer their config's (changed in psql while no notification was
+        heard) re-initialised."""
         with self.transaction():
-            self._send("sync_tasks_update", params)
-            self._send("sync_tasks_insert", params)
+            self._send("sync_tasks_zones")
+            self._send("sync_tasks_insert", {"config_ids": None})
 
     def config_values(self, config_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         rows = self._send("config_settings", {"ids": list(config_ids)})

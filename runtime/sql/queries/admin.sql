@@ -144,6 +144,22 @@ UPDATE plugin_runtime.tasks t
    AND (t.cron IS DISTINCT FROM e ->> 'cron' OR t.cadence IS DISTINCT FROM e ->> 'cadence'
         OR t.time_zone IS DISTINCT FROM z.time_zone);
 
+-- name: sync_tasks_zones
+-- The periodic reconcile's part of sync_tasks_update: tasks whose zone is no longer their
+-- config's effective one (a zone changed in psql while no notification was heard), for every
+-- config, re-initialised; nothing else of a task is looked at.
+UPDATE plugin_runtime.tasks t
+   SET time_zone   = z.time_zone,
+       next_slot   = NULL,
+       next_due_at = now(),
+       attempt     = 1
+  FROM plugin_runtime.plugin_configs c
+  JOIN plugin_runtime.plugins p ON p.id = c.plugin_id
+ CROSS JOIN LATERAL (SELECT COALESCE(c.time_zone, p.manifest ->> 'time_zone') AS time_zone) z
+ WHERE t.config_id = c.id
+   AND t.cadence IN (/*cadences:ZONED*/)
+   AND t.time_zone IS DISTINCT FROM z.time_zone;
+
 -- name: sync_tasks_insert
 -- Missing tasks, with next_slot NULL: the scheduler node that first sees them initialises them.
 -- Their zone as in sync_tasks_update.
