@@ -144,6 +144,7 @@ class Listener:
             self.session.unlisten()  # leave nothing listening on a pooled server connection
         except DatabaseError:
             pass
+        self.session.close()  # before `deaf` is said: whoever waits on it finds the session shut
         self.deaf.set()
         log.warning(
             "notifications do not arrive through %s (a pooler in transaction mode, such as "
