@@ -239,6 +239,9 @@ def _deny_new_processes(f: Any, deny: Any) -> None:
 # share; Landlock's signal scope (ABI 6) stops it too, but not every host has that.
 F_SETOWN = 8
 F_SETOWN_EX = 15
+# Growing a pipe's buffer (up to /proc/sys/fs/pipe-max-size, 1 MiB by default) is kernel memory
+# outside RLIMIT_AS: refused, so the pipes a run can open hold at most their default 64 KiB each.
+F_SETPIPE_SZ = 1031
 FIOSETOWN = 0x8901
 SIOCSPGRP = 0x8902
 
@@ -247,7 +250,7 @@ def _deny_signal_owners(f: Any, deny: Any) -> None:
     import pyseccomp as sc
 
     for name in ("fcntl", "fcntl64"):
-        for cmd in (F_SETOWN, F_SETOWN_EX):
+        for cmd in (F_SETOWN, F_SETOWN_EX, F_SETPIPE_SZ):
             try:
                 f.add_rule(deny, name, sc.Arg(1, sc.EQ, cmd))
             except Exception:  # a syscall this architecture does not have

@@ -1060,7 +1060,11 @@ def run_every_minute(meta):
         if addr in (None, ctypes.c_void_p(-1).value):
             raise OSError(ctypes.get_errno(), "mmap")
         ctypes.memset(addr, 1, 512 * mb)
+    def pipe_grow():  # F_SETPIPE_SZ: a pipe's buffer is kernel memory outside RLIMIT_AS
+        r, w = os.pipe()
+        return sys_call(libc.fcntl, w, 1031, mb)
     return {
+        "pipe_grow": attempt(pipe_grow),
         "shmget": attempt(lambda: sys_call(libc.shmget, IPC_PRIVATE, 64 * mb, IPC_CREAT | 0o600)),
         "shmget_host_segment": attempt(lambda: sys_call(libc.shmget, meta.config["shm_key"], 0, 0)),
         "shmat_host_segment": attempt(lambda: sys_call(libc.shmat, meta.config["shm_id"], None, 0)),
@@ -1079,7 +1083,7 @@ def run_every_minute(meta):
 def test_no_ipc_object_and_no_memory_beyond_the_limit(sandbox: Sandbox, plugin: Plugin) -> None:
     """SysV shared memory, queues and semaphores and POSIX queues are refused, so none can
     outlive a run or pass between runs; memfd and tmpfs files cannot grow (RLIMIT_FSIZE=0); shared
-    anonymous memory counts in RLIMIT_AS. A SysV segment of the host is not reachable either."""
+    anonymous memory counts in RLIMIT_AS; pipes keep their default 64 KiB (no F_SETPIPE_SZ). A SysV segment of the host is not reachable either."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -1102,6 +1106,8 @@ def test_no_ipc_object_and_no_memory_beyond_the_limit(sandbox: Sandbox, plugin: 
     for name in ("shmget", "msgget", "semget", "mq_open", "shmget_host_segment"):
         assert report[name] == "denied EPERM", report
     assert report["memfd_grow"] == report["memfd_write"] == "denied EFBIG", report
+    # Red team: 15 pipes grown to 1 MiB each held 15 MiB beyond memory_mb; now 64 KiB each.
+    assert report["pipe_grow"] == "denied EPERM", report
 
 
 @requires("landlock_scope")
