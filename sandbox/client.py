@@ -5,6 +5,7 @@ how it ended into one RunReport."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import selectors
 import signal
@@ -249,11 +250,10 @@ class Sandbox:
         plugin = request.plugin
         filename = plugin.manifest.main
         key = plugin_key(plugin.source, filename)
-        limits = {
-            "timeout_s": float(request.limits.timeout_s or DEFAULT_LIMITS.timeout_s or 30),
-            "cpu_s": float(request.limits.cpu_s or DEFAULT_LIMITS.cpu_s or 30),
-            "memory_mb": int(request.limits.memory_mb or DEFAULT_LIMITS.memory_mb or 256),
-        }
+        limits = _run_limits(request.limits)
+        if isinstance(limits, str):
+            future.set_result(_failed(Outcome.CRASHED, "SandboxError", limits))
+            return future
         # What the fork server sees: which code, which function, which limits. No run data.
         spec: dict[str, Any] = {
             "plugin_key": key,
@@ -687,6 +687,30 @@ class Sandbox:
             with run.count_lock:
                 run.in_flight -= 1
         self._post(run, data)
+
+
+# The longest wall time a run may be given: far above any operator's cap, far below what would
+# overflow a datetime or the fork server's clock arithmetic.
+MAX_RUN_SECONDS = 366 * 86_400.0
+
+
+def _run_limits(asked: Limits) -> dict[str, Any] | str:
+    """The limits the fork server is given, or why they cannot be (red team: a NaN timeout from
+    a plugin.json raised ValueError out of `submit`, which ends a node's dispatcher thread; a
+    NaN deadline in the fork server's heap would stop every other run's watchdog)."""
+    try:
+        limits = {
+            "timeout_s": float(asked.timeout_s or DEFAULT_LIMITS.timeout_s or 30),
+            "cpu_s": float(asked.cpu_s or DEFAULT_LIMITS.cpu_s or 30),
+            "memory_mb": int(asked.memory_mb or DEFAULT_LIMITS.memory_mb or 256),
+        }
+    except (TypeError, ValueError, OverflowError) as exc:
+        return f"invalid limits: {exc}"
+    highest = {"timeout_s": MAX_RUN_SECONDS, "cpu_s": MAX_RUN_SECONDS, "memory_mb": 1 << 30}
+    for name, value in limits.items():
+        if not (math.isfinite(value) and 0 < value <= highest[name]):
+            return f"invalid limits: {name} is {value!r}"
+    return limits
 
 
 def _fetch_record(args: FetchArgs) -> dict[str, Any]:

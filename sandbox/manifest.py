@@ -9,6 +9,7 @@ import ast
 import difflib
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -146,6 +147,8 @@ def _fail(field_name: str, problem: str) -> ManifestError:
 def _number(value: Any, field_name: str, *, integer: bool = False) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(field_name, f"must be a number, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e999
+        raise _fail(field_name, f"must be a finite number, got {value!r}")
     if value <= 0:
         raise _fail(field_name, "must be greater than 0")
     if integer and int(value) != value:

@@ -225,3 +225,43 @@ def test_source_nested_too_deeply_is_refused_not_fatal(sandbox: Sandbox, tmp_pat
     honest = plugin_dir(tmp_path / "honest", "def run_every_minute(meta):\n    return 7\n")
     assert run(sandbox, honest).result == 7
     assert sandbox.fork_server_pid == fork_server
+
+
+def test_limits_that_are_not_finite_are_refused_not_fatal(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Red team: `"timeout_s": NaN` in plugin.json (Python's JSON reads NaN and Infinity) passed
+    the manifest's `> 0` check; `plugin-runtime run` then failed with "unexpected ValueError",
+    and `Sandbox.submit` raised out of the caller (a node's dispatcher thread, which would end
+    with it). Now the manifest names the field, and the sandbox answers a run with such limits
+    with a `crashed` report and goes on serving the others."""
+    from sandbox import ManifestError
+
+    directory = plugin_dir(tmp_path / "nan", "def run_every_minute(meta):\n    return 1\n")
+    for raw in ("NaN", "Infinity", "1e999", "-Infinity"):
+        (directory / "plugin.json").write_text(
+            '{"name": "nan", "version": "1.0.0", "main": "main.py", "limits": {"timeout_s": '
+            + raw
+            + "}}"
+        )
+        try:
+            load_plugin(directory)
+        except ManifestError as exc:
+            assert "limits.timeout_s" in str(exc), exc
+        else:
+            raise AssertionError(f"a timeout of {raw} was accepted")
+    (directory / "plugin.json").write_text(
+        json.dumps({"name": "nan", "version": "1.0.0", "main": "main.py"})
+    )
+    plugin = load_plugin(directory)
+    fork_server = sandbox.fork_server_pid
+    for bad in (
+        Limits(timeout_s=float("nan"), cpu_s=5.0, memory_mb=256),
+        Limits(timeout_s=float("inf"), cpu_s=5.0, memory_mb=256),
+        Limits(timeout_s=1e300, cpu_s=5.0, memory_mb=256),
+        Limits(timeout_s=5.0, cpu_s=float("nan"), memory_mb=256),
+        Limits(timeout_s=5.0, cpu_s=5.0, memory_mb=float("nan")),  # type: ignore[arg-type]
+    ):
+        outcome = sandbox.run(RunRequest(plugin=plugin, task="run_every_minute", limits=bad))
+        assert outcome.outcome == "crashed", (bad, outcome)
+        assert outcome.error is not None and "invalid limits" in outcome.error.message
+    assert run(sandbox, directory).result == 1
+    assert sandbox.fork_server_pid == fork_server
