@@ -4,6 +4,7 @@ clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -74,6 +75,17 @@ def test_a_fixed_time_in_the_repeated_hour_runs_once_at_its_first_occurrence() -
     assert slot_at_or_before("30 2 * * *", utc(2026, 10, 25, 1, 45), BERLIN) == utc(
         2026, 10, 25, 0, 30
     )
+
+
+def test_a_window_that_starts_exactly_at_a_transition() -> None:
+    spring, fall = utc(2026, 3, 29, 1), utc(2026, 10, 25, 1)
+    assert slots_between("30 2 * * *", spring, spring + MINUTE, zone=BERLIN) == [spring]
+    assert first_slot_at_or_after("30 2 * * *", spring, BERLIN) == spring
+    # at the fall-back instant 02:30 comes again, but it already ran at its first occurrence
+    assert first_slot_at_or_after("30 2 * * *", fall, BERLIN) == utc(2026, 10, 26, 1, 30)
+    assert first_slot_at_or_after("30 * * * *", fall, BERLIN) == utc(2026, 10, 25, 1, 30)
+    assert is_fixed_time("30 2 * * *") and is_fixed_time("0 0 * * 1-5")
+    assert not is_fixed_time("*/5 2 * * *") and not is_fixed_time("0 */2 * * *")
 
 
 def test_hourly_expressions_run_once_per_real_hour() -> None:
@@ -192,12 +204,33 @@ def test_counting_a_zoned_expression() -> None:
 # -- the property: the slot generator against a scan of every minute's wall clock --------------
 
 
+def matcher(cron: str) -> Callable[[datetime], bool]:
+    """Whether a wall time matches `cron`, from croniter's expanded fields (the day of month and
+    the day of week are never both restricted in these tests, so every field must match)."""
+    minutes, hours_, days, months, weekdays = (
+        None if f == ["*"] else set(f) for f in croniter(cron).expanded
+    )
+
+    def match(w: datetime) -> bool:
+        return (
+            (minutes is None or w.minute in minutes)
+            and (hours_ is None or w.hour in hours_)
+            and (days is None or w.day in days)
+            and (months is None or w.month in months)
+            and (weekdays is None or w.isoweekday() % 7 in weekdays)
+        )
+
+    return match
+
+
 def brute_force(cron: str, zone: str, start: datetime, end: datetime) -> list[datetime]:
     """Minute by minute over [start, end) (whole minutes): a slot is an instant whose wall time
     matches, at its first occurrence for a fixed-time expression; and, for a fixed-time
     expression, the instant of a transition that skipped a matching wall time."""
     z = ZoneInfo(zone)
-    fixed = is_fixed_time(cron)
+    minute, hour = cron.split()[:2]
+    fixed = not (minute.startswith("*") or hour.startswith("*"))  # as ISC cron, written again
+    matches = matcher(cron)
     out: list[datetime] = []
     u = start
     while u < end:
@@ -207,13 +240,13 @@ def brute_force(cron: str, zone: str, start: datetime, end: datetime) -> list[da
         now = local.utcoffset()
         assert before is not None and now is not None
         slot = False
-        if croniter.match(cron, wall):
+        if matches(wall):
             first = wall.replace(tzinfo=z, fold=0).astimezone(UTC) == u
             slot = first or not fixed
         if fixed and now > before:  # clocks went forward at u: the skipped wall times
             skipped = (u + before).replace(tzinfo=None)
             while skipped < (u + now).replace(tzinfo=None):
-                slot = slot or croniter.match(cron, skipped)
+                slot = slot or matches(skipped)
                 skipped += MINUTE
         if slot:
             out.append(u)
@@ -242,14 +275,26 @@ DAYS = ("* * *", "* * *", "* * 0", "* * 1-5", "*/2 * *", "1 * *")
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[str, str, datetime, datetime]:
     zone = draw(st.sampled_from(ZONES))
-    cron = f"{draw(st.sampled_from(MINUTES))} {draw(st.sampled_from(HOURS))} "
-    cron += draw(st.sampled_from(DAYS))
     year = draw(st.integers(1990, 2037))
     near = transitions(zone, year)
-    if near and draw(st.booleans() | st.just(True)):
+    minutes, hours_ = list(MINUTES), list(HOURS)
+    if near and draw(st.integers(0, 3)) > 0:
         center = draw(st.sampled_from(near))
+        # where the skipped or repeated wall times begin: offer them to the expression too
+        z = ZoneInfo(zone)
+        before, after = (
+            (center - MINUTE).astimezone(z).utcoffset(),
+            center.astimezone(z).utcoffset(),
+        )
+        assert before is not None and after is not None
+        wall = center + min(before, after)
+        later = (wall.minute + draw(st.integers(0, 59))) % 60
+        minutes += [str(wall.minute), str(later), f"{wall.minute},{later}"] * 3
+        hours_ += [str(wall.hour), f"{wall.hour},{(wall.hour + 1) % 24}"] * 3
     else:
         center = utc(year, 1, 1) + timedelta(days=draw(st.integers(0, 360)))
+    cron = f"{draw(st.sampled_from(minutes))} {draw(st.sampled_from(hours_))} "
+    cron += draw(st.sampled_from(DAYS))
     start = center - timedelta(minutes=draw(st.integers(0, 36 * 60)))
     length = timedelta(minutes=draw(st.integers(1, 48 * 60)))
     return cron, zone, start, start + length
@@ -276,7 +321,12 @@ def test_slots_match_a_minute_by_minute_scan_of_the_wall_clock(
 
 def test_the_property_test_can_fail() -> None:
     """The brute force sees what a wrong rule would do: croniter's own zoned walk runs a fixed
-    time twice on the fall-back night."""
+    time twice on the fall-back night. (And its matcher is croniter's.)"""
+    wall = datetime(2026, 3, 2, 0, 0)
+    for minute in range(0, 60 * 24 * 9, 7):
+        w = wall + timedelta(minutes=minute)
+        for cron in ("*/15 2 * * 1-5", "0 * */2 * *", "10-50/20 */3 * * 0", "45 2,3 1 * *"):
+            assert matcher(cron)(w) == croniter.match(cron, w), (cron, w)
     z = ZoneInfo(BERLIN)
     it = croniter("30 2 * * *", FALL[0].astimezone(z))
     walked = [it.get_next(datetime).astimezone(UTC) for _ in range(2)]
