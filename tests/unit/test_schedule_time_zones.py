@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime import schedule
+from runtime.cli.run_cmd import nominal_slot
 from runtime.schedule import (
     ScheduleError,
     SchedulePolicy,
@@ -28,9 +30,10 @@ from runtime.schedule import (
     slots_between,
 )
 from sandbox.cron import TimeZoneError, check_time_zone
-from sandbox.manifest import Cadence, ManifestError, parse_manifest
+from sandbox.manifest import Cadence, ManifestError, load_plugin, parse_manifest
 
 BERLIN = "Europe/Berlin"
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 MINUTE = timedelta(minutes=1)
 ZONES = (
     "Europe/Berlin",
@@ -332,3 +335,12 @@ def test_the_property_test_can_fail() -> None:
     walked = [it.get_next(datetime).astimezone(UTC) for _ in range(2)]
     assert walked != brute_force("30 2 * * *", BERLIN, *FALL)
     assert brute_force("30 2 * * *", BERLIN, *FALL) == [utc(2026, 10, 25, 0, 30)]
+
+
+def test_plugin_runtime_run_gives_the_slot_of_the_declared_zone() -> None:
+    plugin = load_plugin(PLUGINS / "dst_night")
+    assert plugin.manifest.time_zone == BERLIN
+    at = utc(2026, 10, 25, 3)  # after the night: the one 02:30 was at 00:30 UTC
+    assert nominal_slot(plugin, "half_past_two", at) == "2026-10-25T00:30:00Z"
+    assert nominal_slot(plugin, "run_every_day", at) == "2026-10-24T22:00:00Z"
+    assert nominal_slot(plugin, "run_every_hour", at) == "2026-10-25T03:00:00Z"
