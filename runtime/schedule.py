@@ -495,31 +495,31 @@ def _zoned_last(cron: str, zone: ZoneInfo, t: datetime) -> datetime:
 # --------------------------------------------------------------------------- slots
 
 
+def _zone_of(cron: str, zone: str | None) -> ZoneInfo | None:
+    """The zone to compute `cron`'s slots in (None: plain UTC). With a zone the expression is
+    compiled first (the UTC paths check it themselves), so a bad one fails alike either way."""
+    z = _zone(zone)
+    if z is not None:
+        _compile(cron)
+    return z
+
+
 def slot_at_or_before(cron: str, t: datetime, zone: str | None = None) -> datetime:
     """The latest slot <= t (in time zone `zone`, None: UTC)."""
-    z = _zone(zone)
-    if z is None:
-        return _utc_at_or_before(cron, t)
-    _compile(cron)
-    return _zoned_last(cron, z, _utc(t))
+    z = _zone_of(cron, zone)
+    return _utc_at_or_before(cron, t) if z is None else _zoned_last(cron, z, _utc(t))
 
 
 def slot_after(cron: str, slot: datetime, zone: str | None = None) -> datetime:
     """The first slot strictly after `slot` (which need not be a slot itself)."""
-    z = _zone(zone)
-    if z is None:
-        return _utc_after(cron, slot)
-    _compile(cron)
-    return _zoned_first(cron, z, _utc(slot) + _TICK)
+    z = _zone_of(cron, zone)
+    return _utc_after(cron, slot) if z is None else _zoned_first(cron, z, _utc(slot) + _TICK)
 
 
 def first_slot_at_or_after(cron: str, t: datetime, zone: str | None = None) -> datetime:
     """The earliest slot >= t."""
-    z = _zone(zone)
-    if z is None:
-        return _utc_first_at_or_after(cron, t)
-    _compile(cron)
-    return _zoned_first(cron, z, _utc(t))
+    z = _zone_of(cron, zone)
+    return _utc_first_at_or_after(cron, t) if z is None else _zoned_first(cron, z, _utc(t))
 
 
 def slots_between(
@@ -530,10 +530,9 @@ def slots_between(
     zone: str | None = None,
 ) -> list[datetime]:
     """Slots in [start_inclusive, end_exclusive), oldest first, at most `limit` of them."""
-    z = _zone(zone)
+    z = _zone_of(cron, zone)
     if z is None:
         return _utc_between(cron, start_inclusive, end_exclusive, limit)
-    _compile(cron)
     start, end = _utc(start_inclusive), _utc(end_exclusive)
     if end <= start:
         return []
