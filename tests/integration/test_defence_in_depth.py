@@ -728,6 +728,37 @@ def test_a_run_is_one_process_with_one_budget(sandbox: Sandbox, plugin: Plugin) 
     assert report["cpu_ms"] <= 2000, f"a 1-second run used {report['cpu_ms']} ms of CPU"
 
 
+SYSCALL_ABI = """
+def run_every_minute(meta):
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 3 + [ctypes.c_long]
+    addr = libc.mmap(None, 4096, 7, 0x22, -1, 0)  # read, write, execute; private, anonymous
+    code = {
+        "native_getpid": [0xB8, 39, 0, 0, 0, 0x0F, 0x05],  # mov eax, 39; syscall
+        "i386_fork": [0xB8, 2, 0, 0, 0, 0xCD, 0x80],  # mov eax, 2; int 0x80
+        "x32_fork": [0xB8, 57, 0, 0, 0x40, 0x0F, 0x05],  # mov eax, 0x40000039; syscall
+    }[meta.config["abi"]]
+    ctypes.memmove(addr, bytes(code + [0xC3]), len(code) + 1)  # ... ret
+    ret = ctypes.CFUNCTYPE(ctypes.c_long)(addr)()
+    if ret == 0:
+        os._exit(0)  # a forked child
+    return {"ret": ret, "pid": os.getpid()}
+"""
+
+
+@requires("seccomp")
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 machine code")
+def test_other_syscall_abis_do_not_bypass_seccomp(sandbox: Sandbox, plugin: Plugin) -> None:
+    """The filter is written for the native ABI; a call through the i386 (`int 0x80`) or x32
+    ABI, where every syscall has another number (fork is 2, not 57), would pass it unchecked.
+    libseccomp's action for a foreign ABI kills the run instead (SIGSYS)."""
+    native = results(attack(sandbox, plugin, SYSCALL_ABI, config={"abi": "native_getpid"}))
+    assert native["ret"] == native["pid"]
+    for abi in ("i386_fork", "x32_fork"):
+        outcome = attack(sandbox, plugin, SYSCALL_ABI, config={"abi": abi})
+        assert outcome.outcome == "crashed" and outcome.signal == 31, (abi, outcome)  # SIGSYS
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
@@ -1055,7 +1086,7 @@ def run_every_minute(meta):
         os.write(fd, b"x" * mb)
     def shared_anonymous():  # MAP_SHARED | MAP_ANONYMOUS, read and write
         libc.mmap.restype = ctypes.c_void_p
-        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 4 + [ctypes.c_long]
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 3 + [ctypes.c_long]
         addr = libc.mmap(None, 512 * mb, 3, 0x21, -1, 0)
         if addr in (None, ctypes.c_void_p(-1).value):
             raise OSError(ctypes.get_errno(), "mmap")
@@ -1108,6 +1139,8 @@ def test_no_ipc_object_and_no_memory_beyond_the_limit(sandbox: Sandbox, plugin: 
     assert report["memfd_grow"] == report["memfd_write"] == "denied EFBIG", report
     # Red team: 15 pipes grown to 1 MiB each held 15 MiB beyond memory_mb; now 64 KiB each.
     assert report["pipe_grow"] == "denied EPERM", report
+    # (This probe once declared 7 arguments for mmap's 6, so a TypeError "denied" it.)
+    assert report["shared_anonymous_beyond_memory_mb"] == "denied ENOMEM", report
 
 
 @requires("landlock_scope")
