@@ -16,6 +16,7 @@ import argparse
 import gc
 import hashlib
 import heapq
+import marshal
 import math
 import os
 import select
@@ -38,6 +39,26 @@ ORPHAN_SWEEP_S = 0.5
 # Control bytes read at once. The frames are small (a run's spec; a plugin's source once), and
 # recvmsg allocates its whole buffer per call: 1 MiB cost an mmap and a munmap per run.
 CONTROL_READ_BYTES = 64 * 1024
+# A plugin's source is compiled in a jailed child of its own, never in the fork server's loop:
+# RestrictedPython's transform costs about 1 ms a statement (38 s for a 1 MiB main file), which
+# in the loop stopped every run's start, watchdog and exit report meanwhile (red team). These
+# bound that child; a compile past them is the plugin's refusal.
+COMPILE_TIMEOUT_S = 120.0
+COMPILE_MEMORY_MB = 2048
+MAX_COMPILED_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class Compile:
+    """A compile under way in a child, and the runs of that plugin waiting for it."""
+
+    key: str
+    filename: str
+    pid: int
+    fd: int  # the read end of the pipe the child writes its answer to
+    deadline: float
+    answer: bytearray
+    waiting: list[tuple[int, dict[str, Any], int, float]]  # run id, spec, channel fd, received
 
 
 @dataclass
@@ -74,6 +95,8 @@ class ForkServer:
         self.deadlines: list[tuple[float, int]] = []
         self.codes: dict[str, types.CodeType | str] = {}  # hash -> code, or the load error
         self.sources: dict[str, str] = {}
+        self.compiling: dict[str, Compile] = {}  # plugin key -> its compile under way
+        self.compiling_by_fd: dict[int, Compile] = {}
         self.import_guard = policy.ImportGuard()
         self.import_guard.preload()
         # Built once here, before any fork: each child puts them into globals of its own (the
@@ -119,6 +142,8 @@ class ForkServer:
                     self.fds.extend(fds)
                     for message in self.reader.feed(data):
                         self._on_control(message)
+                elif fd in self.compiling_by_fd:
+                    self._on_compile_output(self.compiling_by_fd[fd])
                 else:
                     run = self.by_pidfd.get(fd)
                     if run is not None:
@@ -128,45 +153,129 @@ class ForkServer:
             self._check_deadlines()
 
     def _next_timeout(self) -> float:
-        """Seconds until the earliest deadline of a run not yet killed (-1: none, wait)."""
+        """Seconds until the earliest deadline of a run not yet killed, or of a compile or a run
+        waiting for one (-1: none, wait)."""
         deadlines = self.deadlines
+        timeout = 1.0 if self.runs else -1.0
         while deadlines:
             run = self.runs.get(deadlines[0][1])
             if run is not None and run.killed_for is None:
-                return max(0.0, deadlines[0][0] - time.monotonic())
+                timeout = max(0.0, deadlines[0][0] - time.monotonic())
+                break
             heapq.heappop(deadlines)
-        return 1.0 if self.runs else -1.0
+        if self.compiling:
+            soonest = min(
+                min(
+                    [job.deadline]
+                    + [
+                        received + spec["limits"]["timeout_s"]
+                        for _, spec, _, received in job.waiting
+                    ]
+                )
+                for job in self.compiling.values()
+            )
+            left = max(0.0, soonest - time.monotonic())
+            timeout = left if timeout < 0 else min(timeout, left)
+        return timeout
 
     def _on_control(self, message: dict[str, Any]) -> None:
         t = message.get("t")
         if t == "run":
-            run_id, channel_fd = message["id"], self.fds.popleft()
-            try:
-                self._start(run_id, message["spec"], channel_fd)
-            except OSError as exc:
-                # No fork (a limit of the host, or descendants of runs holding it): this run
-                # fails, the fork server goes on.
-                try:
-                    os.close(channel_fd)
-                except OSError:
-                    pass
-                self.send({"t": "exit", "id": run_id, "failed": f"could not start the run: {exc}"})
+            self._start_or_fail(message["id"], message["spec"], self.fds.popleft())
         elif t == "kill":
             run = self.runs.get(message["id"])
             if run is not None:
                 self._kill(run, str(message.get("reason", "killed")))
 
-    def _compiled(self, key: str, source: str, filename: str) -> types.CodeType | str:
-        if key not in self.codes:
+    def _start_or_fail(
+        self, run_id: int, spec: dict[str, Any], channel_fd: int, received: float | None = None
+    ) -> None:
+        try:
+            self._start(run_id, spec, channel_fd, received)
+        except OSError as exc:
+            # No fork (a limit of the host, or descendants of runs holding it): this run
+            # fails, the fork server goes on.
             try:
-                self.codes[key] = policy.compile_plugin(source, filename)
-            except policy.PluginCodeError as exc:
-                self.codes[key] = str(exc)
-            except Exception as exc:  # whatever the source does to the compiler: that plugin's
-                self.codes[key] = f"{filename}: cannot be compiled: {type(exc).__name__}: {exc}"
-        return self.codes[key]
+                os.close(channel_fd)
+            except OSError:
+                pass
+            self.send({"t": "exit", "id": run_id, "failed": f"could not start the run: {exc}"})
 
-    def _start(self, run_id: int, spec: dict[str, Any], channel_fd: int) -> None:
+    def _compile_later(
+        self, key: str, source: str, spec: dict[str, Any], channel_fd: int, run_id: int
+    ) -> None:
+        """Queue the run behind its plugin's compile, starting that compile in a jailed child
+        if none is under way. The fork server goes on serving every other run meanwhile."""
+        received = time.monotonic()
+        job = self.compiling.get(key)
+        if job is None:
+            filename = spec["filename"]
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            self.run_seq += 1
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(read_fd)
+                os.close(write_fd)
+                raise
+            if pid == 0:  # the compiler: never returns
+                try:
+                    os.close(read_fd)
+                    self.plan.enter(
+                        write_fd,
+                        timeout_s=COMPILE_TIMEOUT_S,
+                        cpu_s=COMPILE_TIMEOUT_S,
+                        memory_mb=COMPILE_MEMORY_MB,
+                        run_seq=self.run_seq,
+                        fork_server_pid=self.pid,
+                    )
+                    answer = memoryview(_compile_answer(source, filename))
+                    while answer:
+                        answer = answer[os.write(write_fd, answer) :]
+                finally:
+                    os._exit(0)
+            os.close(write_fd)
+            os.set_blocking(read_fd, False)
+            job = Compile(
+                key, filename, pid, read_fd, received + COMPILE_TIMEOUT_S, bytearray(), []
+            )
+            self.compiling[key] = job
+            self.compiling_by_fd[read_fd] = job
+            self.epoll.register(read_fd, select.EPOLLIN)
+        job.waiting.append((run_id, spec, channel_fd, received))
+
+    def _on_compile_output(self, job: Compile) -> None:
+        try:
+            chunk = os.read(job.fd, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            job.answer += chunk
+            if len(job.answer) > MAX_COMPILED_BYTES:
+                self._end_compile(job, f"{job.filename}: cannot be compiled: too large")
+            return
+        self._end_compile(job, None)
+
+    def _end_compile(self, job: Compile, error: str | None) -> None:
+        """The compile ended (or is ended): keep its code or refusal, start its waiting runs."""
+        self.epoll.unregister(job.fd)
+        os.close(job.fd)
+        del self.compiling[job.key]
+        del self.compiling_by_fd[job.fd]
+        try:
+            os.kill(job.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(job.pid, 0)
+        self.codes[job.key] = error or _code_from(job.answer, job.filename)
+        for run_id, spec, channel_fd, received in job.waiting:
+            self._start_or_fail(run_id, spec, channel_fd, received)
+
+    def _start(
+        self, run_id: int, spec: dict[str, Any], channel_fd: int, received: float | None = None
+    ) -> None:
         key = spec["plugin_key"]
         if "source" in spec:
             self.sources[key] = spec["source"]
@@ -178,7 +287,10 @@ class ForkServer:
                 self.send({"t": "exit", "id": run_id, "refused": "unrestricted runs are disabled"})
                 return
         else:
-            compiled = self._compiled(key, source, spec["filename"])
+            compiled = self.codes.get(key)
+            if compiled is None:
+                self._compile_later(key, source, spec, channel_fd, run_id)
+                return
             if isinstance(compiled, str):
                 os.close(channel_fd)
                 self.send({"t": "exit", "id": run_id, "bad_plugin": compiled})
@@ -190,7 +302,8 @@ class ForkServer:
         if timing is not None:
             slot = timing.take_slot()
             t0 = time.thread_time_ns()
-        started = time.monotonic()
+        # A run that waited for its plugin's compile: its wall time counts from its arrival.
+        started = time.monotonic() if received is None else received
         pid = os.fork()
         if pid == 0:  # the child: never returns
             gc.disable()
@@ -295,6 +408,20 @@ class ForkServer:
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        for job in list(self.compiling.values()):
+            if now >= job.deadline:
+                self._end_compile(
+                    job, f"{job.filename}: cannot be compiled: more than {COMPILE_TIMEOUT_S:g} s"
+                )
+                continue
+            for waiting in [w for w in job.waiting if now >= w[3] + w[1]["limits"]["timeout_s"]]:
+                job.waiting.remove(waiting)
+                run_id, spec, channel_fd, received = waiting
+                os.close(channel_fd)
+                timeout_s = float(spec["limits"]["timeout_s"])
+                self.control.sendall(
+                    _exit_frame(run_id, 0, "timeout", (now - received) * 1000.0, 0.0, 0, timeout_s)
+                )
         deadlines = self.deadlines
         while deadlines and deadlines[0][0] <= now:
             _, run_id = heapq.heappop(deadlines)
@@ -323,8 +450,9 @@ class ForkServer:
     def _reap_orphans(self) -> None:
         """Kill and reap any process adopted by us that is not a run's own child: a descendant
         that escaped its process group (double fork + setsid where seccomp is unavailable)."""
+        compilers = {job.pid for job in self.compiling.values()}
         for pid in _children_of(os.getpid()):
-            if pid in self.by_pid:
+            if pid in self.by_pid or pid in compilers:
                 continue
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -335,6 +463,11 @@ class ForkServer:
     def _shutdown(self) -> None:
         for run in list(self.runs.values()):
             self._kill(run, "timeout")
+        for job in self.compiling.values():
+            try:
+                os.kill(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 _EXIT_FRAME = (
@@ -376,6 +509,32 @@ def _exit_frame(
             "timeout_s": timeout_s,
         }
     )
+
+
+def _compile_answer(source: str, filename: str) -> bytes:
+    """In the compiler child: b"C" + the marshalled code, or b"E" + the refusal."""
+    try:
+        return b"C" + marshal.dumps(policy.compile_plugin(source, filename))
+    except policy.PluginCodeError as exc:
+        message = str(exc)
+    except Exception as exc:  # whatever the source does to the compiler: that plugin's
+        message = f"{filename}: cannot be compiled: {type(exc).__name__}: {exc}"
+    return b"E" + message.encode("utf-8", "replace")
+
+
+def _code_from(answer: bytearray, filename: str) -> types.CodeType | str:
+    """The code, or the refusal, a compiler child answered (a child that died answered
+    nothing: out of memory or CPU)."""
+    if answer[:1] == b"E":
+        return bytes(answer[1:]).decode("utf-8", "replace")
+    if answer[:1] == b"C":
+        try:
+            code = marshal.loads(bytes(answer[1:]))
+        except Exception:  # noqa: BLE001 - cut short: the child died writing it
+            code = None
+        if type(code) is types.CodeType:
+            return code
+    return f"{filename}: cannot be compiled: the compiler ran out of memory or time"
 
 
 def _children_of(pid: int) -> list[int]:

@@ -265,3 +265,43 @@ def test_limits_that_are_not_finite_are_refused_not_fatal(sandbox: Sandbox, tmp_
         assert outcome.error is not None and "invalid limits" in outcome.error.message
     assert run(sandbox, directory).result == 1
     assert sandbox.fork_server_pid == fork_server
+
+
+def test_a_plugin_slow_to_compile_delays_no_other_run(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Red team: RestrictedPython's transform costs about 1 ms a statement, and the fork server
+    compiled a plugin's source in its own loop on its first run: a 1 MiB main file of
+    `x = a.b.c.d[e].f(g.h)` lines held it 38 s, during which no run of any plugin started, no
+    watchdog fired and no exit was reported. The compile now runs in a jailed child of its
+    own; only that plugin's runs wait for it."""
+    slow_source = "def run_every_minute(meta):\n    return 'compiled'\ndef unused():\n" + "".join(
+        f"    x{i} = a.b.c.d[e].f(g.h)\n" for i in range(6000)
+    )
+    slow = load_plugin(plugin_dir(tmp_path / "slow", slow_source))
+    fast = load_plugin(plugin_dir(tmp_path / "fast", "def run_every_minute(meta):\n    return 7\n"))
+    assert sandbox.run(RunRequest(plugin=fast, task="run_every_minute", limits=LIMITS)).result == 7
+    fork_server = sandbox.fork_server_pid
+    compiling = sandbox.submit(RunRequest(plugin=slow, task="run_every_minute", limits=LIMITS))
+    others = [
+        sandbox.run(RunRequest(plugin=fast, task="run_every_minute", limits=LIMITS))
+        for _ in range(3)
+    ]
+    assert not compiling.done(), "the slow plugin compiled before the others ran: too small"
+    assert [outcome.result for outcome in others] == [7, 7, 7]
+    outcome = compiling.result(timeout=120)
+    assert outcome.outcome == "ok" and outcome.result == "compiled", outcome
+    # Compiled once: the next run of it does not wait.
+    again = sandbox.run(RunRequest(plugin=slow, task="run_every_minute", limits=LIMITS))
+    assert again.result == "compiled"
+    assert sandbox.fork_server_pid == fork_server
+
+
+def test_a_run_waiting_for_its_compile_times_out(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A run's wall time counts from its arrival at the fork server, compile included."""
+    slow_source = "def run_every_minute(meta):\n    return 'compiled'\ndef unused():\n" + "".join(
+        f"    y{i} = a.b.c.d[e].f(g.h)\n" for i in range(6000)
+    )
+    slow = load_plugin(plugin_dir(tmp_path / "slow", slow_source))
+    short = Limits(timeout_s=0.3, cpu_s=5.0, memory_mb=256)
+    outcome = sandbox.run(RunRequest(plugin=slow, task="run_every_minute", limits=short))
+    assert outcome.outcome == "timeout", outcome
+    assert outcome.error is not None and "0.3 s" in outcome.error.message
