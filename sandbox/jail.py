@@ -74,6 +74,9 @@ _SCOPES = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL
 RUN_NICENESS = 5
 NPROC_PER_RUN = 16  # processes a run may have at once (a fork bomb stops here)
 NOFILE_PER_RUN = 32
+# Signals queued and POSIX timers held at once (each timer is kernel memory outside RLIMIT_AS,
+# and the count is per uid: red team made 96,365 timers in one run, the host's default).
+SIGPENDING_PER_RUN = 32
 UID_BASE = 200_000  # runs get uid UID_BASE + n: unprivileged, and not shared with other runs
 UID_SPAN = 50_000
 
@@ -553,6 +556,7 @@ class JailPlan:
             (resource.RLIMIT_CORE, (0, 0)),
             (resource.RLIMIT_NOFILE, (NOFILE_PER_RUN, NOFILE_PER_RUN)),
             (resource.RLIMIT_NPROC, (NPROC_PER_RUN, NPROC_PER_RUN)),
+            (resource.RLIMIT_SIGPENDING, (SIGPENDING_PER_RUN, SIGPENDING_PER_RUN)),
         )
         for which, value in limits:
             resource.setrlimit(which, value)

@@ -29,7 +29,13 @@ import psutil
 import pytest
 
 from sandbox import Plugin, RunReport, RunRequest, Sandbox, load_plugin
-from sandbox.jail import NOFILE_PER_RUN, NPROC_PER_RUN, host_layers, host_posture
+from sandbox.jail import (
+    NOFILE_PER_RUN,
+    NPROC_PER_RUN,
+    SIGPENDING_PER_RUN,
+    host_layers,
+    host_posture,
+)
 from sandbox.layers import ROOT, UNPRIVILEGED, USERNS
 from sandbox.manifest import Limits
 
@@ -1094,7 +1100,14 @@ def run_every_minute(meta):
     def pipe_grow():  # F_SETPIPE_SZ: a pipe's buffer is kernel memory outside RLIMIT_AS
         r, w = os.pipe()
         return sys_call(libc.fcntl, w, 1031, mb)
+    def timers():  # POSIX timers: kernel memory outside RLIMIT_AS, counted per uid
+        timer = ctypes.c_void_p()
+        for made in range(100_000):
+            if libc.timer_create(1, None, ctypes.byref(timer)) != 0:
+                return made
+        return made + 1
     return {
+        "timers": timers(),
         "pipe_grow": attempt(pipe_grow),
         "shmget": attempt(lambda: sys_call(libc.shmget, IPC_PRIVATE, 64 * mb, IPC_CREAT | 0o600)),
         "shmget_host_segment": attempt(lambda: sys_call(libc.shmget, meta.config["shm_key"], 0, 0)),
@@ -1133,6 +1146,8 @@ def test_no_ipc_object_and_no_memory_beyond_the_limit(sandbox: Sandbox, plugin: 
         )
     finally:
         libc.shmctl(shm_id, 0, None)  # IPC_RMID
+    # Red team: 96,365 POSIX timers in one run (the host's RLIMIT_SIGPENDING, counted per uid).
+    assert report.pop("timers") <= SIGPENDING_PER_RUN, report
     assert_all_denied(report)
     for name in ("shmget", "msgget", "semget", "mq_open", "shmget_host_segment"):
         assert report[name] == "denied EPERM", report
