@@ -139,3 +139,51 @@ def _execute(
     if result is None and not writes and not deletes:
         return _PLAIN_OK
     return {"t": "result", "status": "ok", "result": result, "writes": writes, "deletes": deletes}
+
+
+# A start frame of the shape the supervisor sends, holding nothing of any run.
+_WARM_START = protocol.encode(
+    {
+        "t": "start",
+        "config": {},
+        "storage": {},
+        "run": {
+            "config_id": "warm-up",
+            "task": "warm_up",
+            "slot": "2000-01-01T00:00:00+00:00",
+            "attempt": 1,
+            "backfilled": False,
+            "run_id": 0,
+            "deadline": "2000-01-01T00:00:30+00:00",
+        },
+    },
+    strict=True,
+)
+WARM_UP_ROUNDS = 64
+
+
+def warm_up() -> None:
+    """Run a child's pure steps (wrap a socket, read a start frame from it, build the meta object
+    and the print sink, check a None result, take the storage effect) in the fork server, before
+    it forks, on a constant start frame that holds no run's data. CPython specialises a
+    function's bytecode in place after its first calls; code that only ever ran in children
+    would start cold in each one, writing warm-up counters into code objects and entries into
+    the type cache, on pages the fork has made copy-on-write: about 28 page faults per run.
+    Nothing of it stays but the specialised bytecode: the objects are dropped, the sockets
+    closed."""
+    for _ in range(WARM_UP_ROUNDS):
+        ours, theirs = socket.socketpair()
+        try:
+            ours.sendall(_WARM_START)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, theirs.detach())
+            channel = Channel(sock)
+            start = channel.receive("start")
+            meta = Meta(
+                channel, start.get("config", {}), start.get("storage", {}), start.get("run", {})
+            )
+            PrintSink(channel)
+            checked_json(None, "the task's result", MAX_RESULT_BYTES)
+            meta.storage.effect()
+            sock.close()
+        finally:
+            ours.close()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox import policy, protocol
-from sandbox.child import reserve_memory, run_child
+from sandbox.child import reserve_memory, run_child, warm_up
 from sandbox.jail import PR_SET_PDEATHSIG, JailPlan, become_fork_server, prctl, refuse_namespaces
 
 # How often adopted orphans (descendants that left their run's process group, possible only
@@ -103,6 +103,9 @@ class ForkServer:
         # builtins dict as its own copy-on-write copy; policy.PreparedGlobals says why).
         self.prepared = policy.PreparedGlobals(self.import_guard)
         reserve_memory()
+        # The child's pure steps run here once, on a start frame of no run: specialised
+        # bytecode every child inherits (sandbox/child.py, warm_up).
+        warm_up()
         self.pid = os.getpid()
         self.run_seq = 0
         self._last_sweep = 0.0

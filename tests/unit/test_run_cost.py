@@ -130,3 +130,21 @@ def test_the_formatted_exit_report_is_what_protocol_encode_gives(args: tuple[Any
     assert _exit_frame(*args) == protocol.encode(
         {"t": "exit", **dict(zip(keys, args, strict=True))}
     )
+
+
+def _open_descriptors() -> set[str]:
+    import os
+
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_the_warm_up_holds_no_run_data_and_leaves_nothing_open() -> None:
+    # The fork server runs the child's pure steps before forking (specialised bytecode for every
+    # child); what it reads there is a constant frame with nothing of any run in it.
+    start = protocol.decode(child._WARM_START[protocol.HEADER.size :])
+    assert start["t"] == "start"
+    assert start["config"] == {} and start["storage"] == {}
+    assert start["run"]["config_id"] == "warm-up"
+    before = _open_descriptors()
+    child.warm_up()
+    assert _open_descriptors() == before
