@@ -173,17 +173,14 @@ def warm_up() -> None:
     closed."""
     for _ in range(WARM_UP_ROUNDS):
         ours, theirs = socket.socketpair()
-        try:
+        with ours:
             ours.sendall(_WARM_START)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, theirs.detach())
-            channel = Channel(sock)
-            start = channel.receive("start")
-            meta = Meta(
-                channel, start.get("config", {}), start.get("storage", {}), start.get("run", {})
-            )
-            PrintSink(channel)
-            checked_json(None, "the task's result", MAX_RESULT_BYTES)
-            meta.storage.effect()
-            sock.close()
-        finally:
-            ours.close()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, theirs.detach()) as sock:
+                channel = Channel(sock)
+                start = channel.receive("start")
+                meta = Meta(
+                    channel, start.get("config", {}), start.get("storage", {}), start.get("run", {})
+                )
+                PrintSink(channel)
+                checked_json(None, "the task's result", MAX_RESULT_BYTES)
+                meta.storage.effect()

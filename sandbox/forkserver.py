@@ -103,8 +103,8 @@ class ForkServer:
         # builtins dict as its own copy-on-write copy; policy.PreparedGlobals says why).
         self.prepared = policy.PreparedGlobals(self.import_guard)
         reserve_memory()
-        # The child's pure steps run here once, on a start frame of no run: specialised
-        # bytecode every child inherits (sandbox/child.py, warm_up).
+        # The child's pure steps run here before any fork, on a start frame of no run: every
+        # child inherits their bytecode specialised (sandbox/child.py, warm_up).
         warm_up()
         self.pid = os.getpid()
         self.run_seq = 0
