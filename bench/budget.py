@@ -157,9 +157,9 @@ _SMALL_MS = 0.02
 _STEP_NAMES = {
     "fork": "fork: the child's side (COW faults, return to Python)",
     "getppid": "jail: read the fork server's pid",
-    "setsid": "jail: own session and process group",
+    "setpgid": "jail: own process group",
     "closerange": "jail: close inherited descriptors",
-    "setrlimit": "jail: six rlimits",
+    "setrlimit": "jail: seven rlimits",
     "nice": "jail: niceness",
     "chroot": "jail: chroot to the empty root",
     "prctl": "jail: pdeathsig, not dumpable, no_new_privs",

@@ -537,7 +537,10 @@ class JailPlan:
         identity first (they need privilege), then the filters that forbid changing them.
         `fork_server_pid`: the forking process's pid, which it knows (saves a getppid)."""
         fork_server = os.getppid() if fork_server_pid is None else fork_server_pid
-        os.setsid()  # own session and process group: the watchdog kills the group
+        # Its own process group (the watchdog kills the group), in the fork server's session:
+        # a new session would be a new scheduler autogroup, where RUN_NICENESS ranks the run
+        # below nothing but itself (red team). The run holds no descriptor of a terminal.
+        os.setpgid(0, 0)
         if self.empty_root_fd is not None:
             os.fchdir(self.empty_root_fd)  # the cwd keeps the empty root once its fd is closed
         keep = sorted(

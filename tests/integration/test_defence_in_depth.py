@@ -765,6 +765,46 @@ def test_other_syscall_abis_do_not_bypass_seccomp(sandbox: Sandbox, plugin: Plug
         assert outcome.outcome == "crashed" and outcome.signal == 31, (abi, outcome)  # SIGSYS
 
 
+@requires("watchdog")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/autogroup"), reason="this kernel has no scheduler autogroups"
+)
+def test_a_run_stays_below_the_supervisor_in_the_scheduler(
+    sandbox: Sandbox, plugin: Plugin
+) -> None:
+    """A run's niceness (+5) ranks it below the supervisor only within one scheduler autogroup.
+    The kernel gives each new session an autogroup of its own, weighted like the supervisor's
+    whole session (where the supervisor runs in the root cgroup, as from a shell): a run that
+    called setsid() competed as an equal of the supervisor's whole session (red team: the share
+    of a CPU-bound supervisor thread fell by almost half beside 4 CPU-bound runs). A run is now
+    its own process group in the fork server's session."""
+    import psutil
+
+    future = sandbox.submit(
+        RunRequest(
+            plugin=plugin,
+            task="run_every_minute",
+            limits=LIMITS,
+            unrestricted_source="import time\ndef run_every_minute(meta):\n    time.sleep(3)\n",
+        )
+    )
+    server = psutil.Process(sandbox.fork_server_pid)
+    deadline = time.monotonic() + 5
+    children: list[psutil.Process] = []
+    while not children and time.monotonic() < deadline:
+        children = server.children()
+        time.sleep(0.05)
+    assert children, "no run started"
+    run = children[0]
+    assert (
+        Path(f"/proc/{run.pid}/autogroup").read_text()
+        == Path(f"/proc/{server.pid}/autogroup").read_text()
+    )
+    assert os.getpgid(run.pid) == run.pid  # the watchdog's group: the run's own
+    assert run.nice() >= 5
+    assert future.result().outcome == "ok"
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(

@@ -117,7 +117,7 @@ class Watcher:
             for child in children:
                 try:
                     pgid = os.getpgid(child.pid)
-                    # Until it calls setsid() a fresh child is still in the fork server's group
+                    # Until it calls setpgid() a fresh child is still in the fork server's group
                     # (which is the test runner's): only the run's own group counts.
                     if pgid != self.server_pgid:
                         self.pgids.add(pgid)

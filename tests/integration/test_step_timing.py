@@ -35,7 +35,7 @@ def test_on_it_writes_each_step_of_the_jail_and_the_run(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["runs"] == 5 and data["untimed"] == 0
     steps = dict(data["child_steps_ms"])
-    for step in ("fork", "setsid", "setrlimit", "prctl", "Channel.receive", "Channel.send"):
+    for step in ("fork", "setpgid", "setrlimit", "prctl", "Channel.receive", "Channel.send"):
         assert step in steps, sorted(steps)
     assert steps["exit and teardown"] >= 0
     # The steps add up to the child's CPU as wait4 reports it.
