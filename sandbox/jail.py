@@ -215,7 +215,29 @@ def _build_seccomp() -> Any:
     _deny_namespace_clones(f, deny)
     _deny_new_processes(f, deny)
     _deny_signal_owners(f, deny)
+    _deny_out_of_band(f, deny)
     return f
+
+
+MSG_OOB = 0x1
+
+
+def _deny_out_of_band(f: Any, deny: Any) -> None:
+    """No MSG_OOB on the channel, either way. Out-of-band data on Unix stream sockets (Linux
+    5.15+) is used by nothing here and has had kernel memory-safety bugs reachable from a
+    sandbox (CVE-2025-38236 was exploited from Chrome's renderer, which now refuses it too);
+    a run could send it to the supervisor's socket (red team)."""
+    import pyseccomp as sc
+
+    for name, flags_arg in (
+        ("sendto", 3),
+        ("recvfrom", 3),
+        ("sendmsg", 2),
+        ("recvmsg", 2),
+        ("sendmmsg", 3),
+        ("recvmmsg", 3),
+    ):
+        f.add_rule(deny, name, sc.Arg(flags_arg, sc.MASKED_EQ, MSG_OOB, MSG_OOB))
 
 
 def _deny_new_processes(f: Any, deny: Any) -> None:

@@ -805,6 +805,34 @@ def test_a_run_stays_below_the_supervisor_in_the_scheduler(
     assert future.result().outcome == "ok"
 
 
+@requires("seccomp")
+def test_no_out_of_band_data_on_the_channel(sandbox: Sandbox, plugin: Plugin) -> None:
+    """MSG_OOB on a Unix stream socket is a kernel feature nothing here uses, with a history of
+    memory-safety bugs (CVE-2025-38236); a run could send it to the supervisor (red team). Every
+    send and receive call refuses the flag; the channel works as before."""
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            import gc
+            channel = next(o for o in gc.get_objects() if isinstance(o, socket.socket))
+            oob, peek = socket.MSG_OOB, socket.MSG_OOB | socket.MSG_PEEK | socket.MSG_DONTWAIT
+            return {
+                "send": attempt(lambda: channel.send(b"!", oob)),
+                "sendmsg": attempt(lambda: channel.sendmsg([b"!"], [], oob)),
+                "recv": attempt(lambda: channel.recv(1, peek)),
+                "recvmsg": attempt(lambda: channel.recvmsg(1, 0, peek)),
+                "cache": meta.cache.set("k", 1) or meta.cache.get("k"),
+            }
+    """,
+        )
+    )
+    assert report.pop("cache") == 1
+    assert report == dict.fromkeys(("send", "sendmsg", "recv", "recvmsg"), "denied EPERM")
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
