@@ -164,6 +164,7 @@ def install_minute_configs(db: BenchDatabase, plugin_dir: Path, count: int) -> i
         conn.execute(q("create_configs"), {"plugin_id": plugin_id, "count": count})
         store.sync_tasks(conn)
         conn.execute(q("keep_minute_tasks_only"))
+        conn.execute(q("analyze_tables"))
     return plugin_id
 
 
