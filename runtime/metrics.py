@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -190,13 +191,25 @@ class PluginMetrics:
         self.named.set(len(self.labels))
         return label
 
+    def started_series(self, plugin: str, cadence: str) -> Histogram:
+        """The start-lag series of a plugin and cadence (admitting the plugin's label)."""
+        return self.start_lag.labels(self._plugin(plugin), cadence)
+
+    def finished_series(
+        self, plugin: str, cadence: str, outcome: Outcome
+    ) -> tuple[Counter, Histogram]:
+        """The runs and run-time series of a plugin, cadence and outcome."""
+        label = self._plugin(plugin)
+        runs = self.runs.labels(label, cadence, outcome.value)
+        return runs, self.duration.labels(label, cadence)
+
     def started(self, plugin: str, cadence: str, lag_s: float) -> None:
-        self.start_lag.labels(self._plugin(plugin), cadence).observe(max(0.0, lag_s))
+        self.started_series(plugin, cadence).observe(max(0.0, lag_s))
 
     def finished(self, plugin: str, cadence: str, outcome: Outcome, duration_s: float) -> None:
-        label = self._plugin(plugin)
-        self.runs.labels(label, cadence, outcome.value).inc()
-        self.duration.labels(label, cadence).observe(duration_s)
+        runs, duration = self.finished_series(plugin, cadence, outcome)
+        runs.inc()
+        duration.observe(duration_s)
 
     def set_configs(self, counts: Iterable[PluginConfigCount]) -> None:
         """Replace the configs gauge with these counts (plugins beyond the cap add up in
@@ -213,19 +226,55 @@ class PluginMetrics:
 PLUGINS = PluginMetrics(REGISTRY)
 
 
+# The series a run's start and end touch, looked up once per (plugin, cadence[, outcome]) and
+# kept: `labels()` validates and locks on every call, which a node would pay several times per
+# run. A plugin's label never changes once given (`PluginLabels`), so neither do its series.
+# Bounded: cleared (and looked up again) past MAX_CACHED_SERIES keys.
+MAX_CACHED_SERIES = 20_000
+_StartSeries = tuple[Histogram, Histogram]
+_FinishSeries = tuple[Counter, Histogram, Counter, Histogram, Counter | None]
+_started_series: dict[tuple[str, str], _StartSeries] = {}
+_finished_series: dict[tuple[str, str, Outcome], _FinishSeries] = {}
+
+
+def _kept(cache: dict[Any, Any]) -> dict[Any, Any]:
+    if len(cache) >= MAX_CACHED_SERIES:
+        cache.clear()
+    return cache
+
+
 def run_started(plugin: str, cadence: str, lag_s: float) -> None:
     """An on-time first attempt started `lag_s` after its due time."""
-    START_LAG.labels(cadence).observe(max(0.0, lag_s))
-    PLUGINS.started(plugin, cadence, lag_s)
+    series = _started_series.get((plugin, cadence))
+    if series is None:
+        series = (START_LAG.labels(cadence), PLUGINS.started_series(plugin, cadence))
+        _kept(_started_series)[(plugin, cadence)] = series
+    lag = max(0.0, lag_s)
+    series[0].observe(lag)
+    series[1].observe(lag)
 
 
 def run_finished(plugin: str, cadence: str, outcome: Outcome, duration_s: float) -> None:
     """A run ended in the sandbox."""
-    RUNS.labels(cadence, outcome.value).inc()
-    RUN_DURATION.labels(cadence).observe(duration_s)
-    PLUGINS.finished(plugin, cadence, outcome, duration_s)
-    if outcome.killed:
-        SANDBOX_KILLS.labels(outcome.value).inc()
+    key = (plugin, cadence, outcome)
+    series = _finished_series.get(key)
+    if series is None:
+        plugin_runs, plugin_duration = PLUGINS.finished_series(plugin, cadence, outcome)
+        series = (
+            RUNS.labels(cadence, outcome.value),
+            RUN_DURATION.labels(cadence),
+            plugin_runs,
+            plugin_duration,
+            SANDBOX_KILLS.labels(outcome.value) if outcome.killed else None,
+        )
+        _kept(_finished_series)[key] = series
+    runs, duration, plugin_runs, plugin_duration, kills = series
+    runs.inc()
+    duration.observe(duration_s)
+    plugin_runs.inc()
+    plugin_duration.observe(duration_s)
+    if kills is not None:
+        kills.inc()
 
 
 def set_configs(counts: list[PluginConfigCount]) -> None:

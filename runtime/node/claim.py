@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from runtime import metrics, schedule
@@ -107,11 +107,12 @@ def _decide(due: DueTask, now: datetime, horizon: datetime, policy: SchedulePoli
         missed_slots=d.missed_slots[:MISSED_ROWS_PER_TICK],
         offset_s=offset,
     )
-    after = replace(task, next_slot=d.next_slot, attempt=d.attempt, active=True)
+    # `task` is this decision's own copy (`due.state`): moved in place, not copied again.
+    task.next_slot, task.attempt, task.active = d.next_slot, d.attempt, True
     return Decision(
         claim=claim,
         runs=d.run_slot is not None,
-        task=after,
+        task=task,
         missed=d.missed_count,
         coalesced=d.coalesced,
     )

@@ -23,6 +23,7 @@ from sandbox import Limits, RunInfo, RunRequest, Sandbox, resolve_limits
 from sandbox.manifest import Cadence
 
 _Held = tuple[datetime, int, ClaimedRun]
+MAX_RESOLVED_LIMITS = 1000  # distinct limits plugins ask for, kept resolved
 
 
 class Dispatcher:
@@ -48,6 +49,8 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._permits = threading.Semaphore(concurrency)  # one per run in flight
         self._running: dict[int, ClaimedRun] = {}
+        # What each plugin asked for, resolved against the caps once (dispatcher thread only).
+        self._limits: dict[Limits, Limits] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
 
@@ -153,6 +156,15 @@ class Dispatcher:
                 self._running[run.run_id] = run
             self._launch(run)
 
+    def _resolved(self, asked: Limits) -> Limits:
+        limits = self._limits.get(asked)
+        if limits is None:
+            limits = resolve_limits(asked, caps=self.caps)
+            if len(self._limits) >= MAX_RESOLVED_LIMITS:
+                self._limits.clear()
+            self._limits[asked] = limits
+        return limits
+
     def _launch(self, run: ClaimedRun) -> None:
         started_at = self.clock.now()
         self.on_start(Started(run, started_at))
@@ -161,7 +173,7 @@ class Dispatcher:
             task=run.task,
             config=run.values,
             storage=run.storage,
-            limits=resolve_limits(run.plugin.manifest.limits, caps=self.caps),
+            limits=self._resolved(run.plugin.manifest.limits),
             run=RunInfo(
                 config_id=run.config_id,
                 task=run.task,
@@ -178,7 +190,10 @@ class Dispatcher:
             self.on_finished(Finished(run, future.result(), started_at, self.clock.now()))
             with self._cond:
                 self._running.pop(run.run_id, None)
-                self._cond.notify_all()
+                if not self._running:
+                    # Only `wait_idle` waits for this; the dispatcher's own loop waits for due
+                    # runs and permits, and is not woken for nothing after every run.
+                    self._cond.notify_all()
             self._permits.release()
 
         future.add_done_callback(finished)

@@ -14,7 +14,7 @@ in memory for unit tests.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -137,7 +137,9 @@ class Gateway(Protocol):
     def release(
         self, node_id: str, run_ids: Sequence[int], outcome: Outcome, now: datetime
     ) -> None: ...
-    def orphan_runs(self, node_id: str, dead_after_s: float) -> list[OrphanRun]: ...
+    def orphan_runs(
+        self, node_id: str, dead_after_s: float, held: Collection[int] = ()
+    ) -> list[OrphanRun]: ...
     def mark_dead_nodes(self, dead_after_s: float) -> None: ...
     def stop_node(self, node_id: str) -> None: ...
     def plugin_code(self, plugin_id: int) -> PluginCode | None: ...
@@ -161,30 +163,66 @@ def _statement(name: str) -> str:
     return text.replace("/*outcomes:FAILURES*/", failures)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+@dataclass(frozen=True)
+class _Shape:
+    """What `recordset_json` needs of a dataclass, worked out once per class."""
+
+    names: tuple[str, ...]  # every field, in order
+    times: tuple[str, ...]  # `timestamptz` fields
+    time_lists: tuple[str, ...]  # `timestamptz[]` fields
 
 
-def _field_names(shape: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(shape)
-    if names is None:
-        names = _FIELD_NAMES[shape] = tuple(f.name for f in fields(shape))
-    return names
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type) -> _Shape:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        shape = _SHAPES[cls] = _Shape(
+            names=tuple(f.name for f in fields(cls)),
+            times=tuple(f.name for f in fields(cls) if f.metadata.get("sql") == "timestamptz"),
+            time_lists=tuple(
+                f.name for f in fields(cls) if f.metadata.get("sql") == "timestamptz[]"
+            ),
+        )
+    return shape
+
+
+def _timestamp(value: datetime) -> str:
+    """A time as text PostgreSQL reads as the same instant: ISO 8601 with its UTC offset
+    (`isoformat`, several times cheaper than converting to UTC first); a naive time is UTC."""
+    return value.isoformat() if value.tzinfo is not None else iso_utc(value)
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return iso_utc(value)
+        return _timestamp(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+_ENCODE = json.JSONEncoder(default=_json_default, allow_nan=False).encode
 
 
 def recordset_json(items: Sequence[Any]) -> str:
     """A batch of dataclasses as the JSON array `jsonb_to_recordset` reads. ValueError or
-    TypeError when a value cannot be encoded (the caller's data is refused)."""
+    TypeError when a value cannot be encoded (the caller's data is refused). The time fields
+    are written as text here, so the encoder calls back only for a time found elsewhere."""
     if not items:
         return "[]"
-    names = _field_names(type(items[0]))
-    rows = [{name: getattr(item, name) for name in names} for item in items]
-    return json.dumps(rows, default=_json_default, allow_nan=False)
+    shape = _shape(type(items[0]))
+    rows = []
+    for item in items:
+        row = {name: getattr(item, name) for name in shape.names}
+        for name in shape.times:
+            value = row[name]
+            if isinstance(value, datetime):
+                row[name] = _timestamp(value)
+        for name in shape.time_lists:
+            values = row[name]
+            if isinstance(values, list):
+                row[name] = [_timestamp(v) if isinstance(v, datetime) else v for v in values]
+        rows.append(row)
+    return _ENCODE(rows)
 
 
 def _param(value: Any) -> Any:
@@ -407,11 +445,16 @@ class PgGateway(_Session):
             )
 
     # -- fleet ------------------------------------------------------------------------------------
-    def orphan_runs(self, node_id: str, dead_after_s: float) -> list[OrphanRun]:
-        """Runs of dead nodes, and every run claimed under this node's id (the caller keeps those
-        it really holds: the others were left by an earlier process with the same id, or by a
-        claim whose commit was lost)."""
-        rows = self._send("runs_of_dead_nodes", {"dead_after_s": dead_after_s, "own_node": node_id})
+    def orphan_runs(
+        self, node_id: str, dead_after_s: float, held: Collection[int] = ()
+    ) -> list[OrphanRun]:
+        """Runs of dead nodes, and the runs claimed under this node's id that it does not hold
+        (`held`, its ledger): left by an earlier process with the same id, or by a claim whose
+        commit was lost."""
+        rows = self._send(
+            "runs_of_dead_nodes",
+            {"dead_after_s": dead_after_s, "own_node": node_id, "held": list(held)},
+        )
         return [OrphanRun.from_row(row) for row in rows]
 
     def mark_dead_nodes(self, dead_after_s: float) -> None:

@@ -319,16 +319,21 @@ class Node:
             self.wake.set()
 
     def _take_events(self) -> None:
+        taken = False
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
-                return
+                break
+            taken = True
             if isinstance(event, Started):
                 self._started(event)
             else:
                 self._finished(event)
                 self.record.add(event)
+        if taken:  # once per batch of events, not per run
+            metrics.QUEUE_DEPTH.set(self.dispatcher.held_count())
+            metrics.RUNNING.set(self.dispatcher.running_count())
 
     def _started(self, event: Started) -> None:
         run = event.run
@@ -338,8 +343,6 @@ class Node:
             lag = (event.started_at - due).total_seconds() / self.clock.scale
             self.stats.lags.append(lag)
             metrics.run_started(run.plugin.name, run.label, lag)
-        metrics.QUEUE_DEPTH.set(self.dispatcher.held_count())
-        metrics.RUNNING.set(self.dispatcher.running_count())
 
     def _finished(self, finished: Finished) -> None:
         run, report = finished.run, finished.report
@@ -348,15 +351,20 @@ class Node:
         self.stats.by_outcome[outcome.value] = self.stats.by_outcome.get(outcome.value, 0) + 1
         self.stats.avg_run_s = 0.9 * self.stats.avg_run_s + 0.1 * (report.duration_ms / 1000.0)
         metrics.run_finished(run.plugin.name, run.label, outcome, report.duration_ms / 1000.0)
+        level = logging.INFO if report.ok else logging.WARNING
+        if not log.isEnabledFor(level):
+            return  # nothing of the line is built (a node logging at WARNING runs thousands)
         # The error is the plugin's text: its config's secrets are masked in the log line too.
-        error = run.masker().text(error_summary(report.error))
+        summary = error_summary(report.error)
+        error = run.masker().text(summary) if summary else ""
+        slot = iso_utc(run.slot)
         log.log(
-            logging.INFO if report.ok else logging.WARNING,
+            level,
             "run %s config %s task %s slot %s: %s in %.0f ms%s",
             run.run_id,
             run.config_id,
             run.task,
-            iso_utc(run.slot),
+            slot,
             outcome.value,
             report.duration_ms,
             f": {error} (plugin-runtime runs show {run.run_id})" if error else "",
@@ -364,7 +372,7 @@ class Node:
                 "run_id": run.run_id,
                 "config_id": run.config_id,
                 "task": run.task,
-                "slot": iso_utc(run.slot),
+                "slot": slot,
                 "outcome": outcome.value,
                 **({"error": error} if error else {}),
             },

@@ -107,21 +107,23 @@ def prepare(
     try:
         # The config's secret values are masked in what the plugin printed, raised and
         # returned, before anything is stored (runtime.text.Masker; never the record's keys).
-        mask = run.masker()
-        if report.error is not None:
-            completion.error = storable(
-                {
-                    "type": mask.text(str(report.error.type)),
-                    "message": mask.text(str(report.error.message)),
-                    "traceback": [mask.text(str(t)) for t in report.error.traceback],
-                },
-                "the error",
-            )
-        completion.result = storable(mask(report.result), "the result")
-        completion.logs = [
-            {"level": text(line.level), "message": text(mask.text(str(line.message)))}
-            for line in report.logs
-        ]
+        # A run that sent none of these (most runs) needs no masker.
+        if report.error is not None or report.result is not None or report.logs:
+            mask = run.masker()
+            if report.error is not None:
+                completion.error = storable(
+                    {
+                        "type": mask.text(str(report.error.type)),
+                        "message": mask.text(str(report.error.message)),
+                        "traceback": [mask.text(str(t)) for t in report.error.traceback],
+                    },
+                    "the error",
+                )
+            completion.result = storable(mask(report.result), "the result")
+            completion.logs = [
+                {"level": text(line.level), "message": text(mask.text(str(line.message)))}
+                for line in report.logs
+            ]
         if report.ok:
             entry.writes = {
                 text(key): storable(value, f"storage key {text(key)!r}")

@@ -101,6 +101,9 @@ RECORDSETS: dict[str, type] = {
 # -- what statements return ------------------------------------------------------------------------
 
 
+_PLAIN, _CADENCE, _FLAG = 0, 1, 2
+
+
 class Row:
     """A row a statement returns, read field by field: a field reads the column of its name (or
     the one `COLUMNS` gives), a cadence becomes a `Cadence`, a flag a bool."""
@@ -108,15 +111,35 @@ class Row:
     COLUMNS: ClassVar[dict[str, str]] = {}
 
     @classmethod
+    def _reads(cls) -> tuple[tuple[str, str, int], ...]:
+        """(field, column, how to read it) for each field, worked out once per class."""
+        reads: tuple[tuple[str, str, int], ...] | None = cls.__dict__.get("_READS")
+        if reads is None:
+            reads = tuple(
+                (
+                    f.name,
+                    cls.COLUMNS.get(f.name, f.name),
+                    _CADENCE
+                    if f.type.startswith("Cadence")
+                    else _FLAG
+                    if f.type == "bool"
+                    else _PLAIN,
+                )
+                for f in fields(cls)  # type: ignore[arg-type]
+            )
+            type.__setattr__(cls, "_READS", reads)
+        return reads
+
+    @classmethod
     def from_row(cls, row: dict[str, Any]) -> Self:
         values: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            value = row[cls.COLUMNS.get(f.name, f.name)]
-            if f.type.startswith("Cadence") and value is not None:
+        for name, column, how in cls._reads():
+            value = row[column]
+            if how == _CADENCE and value is not None:
                 value = Cadence(value)
-            elif f.type == "bool":
+            elif how == _FLAG:
                 value = bool(value)
-            values[f.name] = value
+            values[name] = value
         return cls(**values)
 
 

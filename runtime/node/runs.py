@@ -36,12 +36,21 @@ class ClaimedRun:
     plugin: Plugin
     offset_s: float = 0.0
     manual: bool = False
+    # The masker of `_masker_values` (the values it was built from): built once per run, again
+    # only if the run's values are replaced (a config changed while the run was held).
+    _masker: Masker | None = field(default=None, init=False, repr=False, compare=False)
+    _masker_values: dict[str, Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def masker(self) -> Masker:
         """Masks this config's secret values in what its run printed, raised and returned
         (runtime.text: the database and the node's log never hold them)."""
-        schema = self.plugin.manifest.config_schema
-        return Masker(secret_values({k: f.secret for k, f in schema.items()}, self.values))
+        if self._masker is None or self._masker_values is not self.values:
+            schema = self.plugin.manifest.config_schema
+            secrets = secret_values({k: f.secret for k, f in schema.items()}, self.values)
+            self._masker, self._masker_values = Masker(secrets), self.values
+        return self._masker
 
     @property
     def label(self) -> str:
@@ -91,6 +100,9 @@ class Ledger:
     def forget(self, run_ids: list[int] | set[int]) -> None:
         for run_id in run_ids:
             self.runs.pop(run_id, None)
+
+    def ids(self) -> list[int]:
+        return list(self.runs)
 
     def __contains__(self, run_id: object) -> bool:
         return run_id in self.runs

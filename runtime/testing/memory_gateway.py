@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import queue
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -397,11 +397,15 @@ class MemoryGateway:
                 t.active_run_id = None
 
     # -- fleet ----------------------------------------------------------------------------------
-    def orphan_runs(self, node_id: str, dead_after_s: float) -> list[rec.OrphanRun]:
+    def orphan_runs(
+        self, node_id: str, dead_after_s: float, held: Collection[int] = ()
+    ) -> list[rec.OrphanRun]:
         self._send("orphan_runs")
         out = []
         for r in sorted(self.runs.values(), key=lambda r: r.id):
             if r.state != "claimed" or not (r.node in self.dead_nodes or r.node == node_id):
+                continue
+            if r.node == node_id and r.id in held:
                 continue
             t = self.tasks.get(r.task_id) if r.task_id is not None else None
             task = {

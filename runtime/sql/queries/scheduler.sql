@@ -253,7 +253,8 @@ UPDATE plugin_runtime.nodes SET stopped_at = now(), heartbeat_at = now() WHERE i
 -- name: runs_of_dead_nodes
 -- Runs still claimed by nodes whose heartbeat stopped (or, at a node's start, by an earlier
 -- process with its node id): locked so that only one node recovers each, returned with what the
--- scheduler needs to decide their task's next step.
+-- scheduler needs to decide their task's next step. The runs the asking node holds
+-- (%(held)s, its ledger) are neither locked nor returned: a busy node holds thousands.
 SELECT x.id AS run_id, x.node, x.task_id, x.slot, x.attempt, x.manual,
        t.cadence, t.cron, t.time_zone, t.offset_s, t.next_slot, t.attempt AS task_attempt,
        (t.active_run_id = x.id) AS is_active
@@ -263,6 +264,7 @@ SELECT x.id AS run_id, x.node, x.task_id, x.slot, x.attempt, x.manual,
  WHERE x.state = 'claimed'
    AND (n.heartbeat_at < now() - make_interval(secs => %(dead_after_s)s)
         OR x.node = %(own_node)s::text)
+   AND NOT (x.node = %(own_node)s::text AND x.id = ANY(%(held)s::bigint[]))
  ORDER BY x.id
  LIMIT 5000
    FOR UPDATE OF x SKIP LOCKED;
