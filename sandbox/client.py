@@ -98,6 +98,7 @@ class Sandbox:
         allow_unrestricted: bool = False,
         meta_workers: int = 8,
         fetch_workers: int = 16,
+        max_runs: int | None = None,
         max_fetches_per_config: int = limits.MAX_FETCHES_IN_FLIGHT_PER_CONFIG,
         refuse_namespaces: bool | None = None,
         step_timing: str | None = None,
@@ -135,6 +136,13 @@ class Sandbox:
         self._meta_pool = ThreadPoolExecutor(
             max_workers=meta_workers, thread_name_prefix="sandbox-meta"
         )
+        # With `max_runs` (the most runs the caller will have at once), enough fetch workers that
+        # the per-config bound alone keeps every config served: the configs of the other runs
+        # hold at most MAX_FETCHES_IN_FLIGHT_PER_CONFIG each. With 16 workers, 4 configs with
+        # slow hosts held them all and another config's fetch waited 18.5 s (red team). The
+        # pool starts its threads only as fetches need them.
+        if max_runs is not None:
+            fetch_workers = max(fetch_workers, max_fetches_per_config * max_runs)
         self._fetch_pool = ThreadPoolExecutor(
             max_workers=fetch_workers, thread_name_prefix="sandbox-fetch"
         )

@@ -82,6 +82,7 @@ class Node:
         self.sandbox = sandbox or Sandbox(
             caps=self.settings.caps,
             services=LocalServices(allow_networks=self.settings.allow_networks),
+            max_runs=self.settings.concurrency,
         )
         self.gateway: Gateway = gateway or PgGateway(
             url, application_name=f"plugin-runtime {self.settings.node_id}"

@@ -327,6 +327,49 @@ def test_one_configs_slow_fetches_do_not_hold_the_others(plugin: Plugin) -> None
         assert elapsed < 3, f"B waited {elapsed:.1f}s behind A's fetches"
 
 
+def test_several_configs_slow_fetches_do_not_hold_another_configs(plugin: Plugin) -> None:
+    """Red team: the per-config bound (4) does not bound configs together: 4 configs with slow
+    hosts held all 16 fetch workers of a node's sandbox and another config's fetch waited 18.5 s.
+    A sandbox told how many runs it will have at once (a node: its concurrency) has enough
+    workers for every config's bound."""
+    release = threading.Event()
+
+    class Slow:
+        def fetch(self, request: RunRequest, args: FetchArgs) -> FetchResponse:
+            if str(request.run.config_id).startswith("A"):
+                release.wait(20)
+            return FetchResponse(status=200, headers={}, body="", url=args.url)
+
+        def cache(self, request: RunRequest, args: CacheArgs) -> Any:
+            return None
+
+    configs, runs_each = 4, limits.MAX_FETCHES_IN_FLIGHT_PER_CONFIG
+    with Sandbox(allow_unrestricted=True, services=Slow(), max_runs=configs * runs_each + 1) as sb:
+
+        def request(config_id: str, source: str) -> RunRequest:
+            return RunRequest(
+                plugin=plugin,
+                task="run_every_minute",
+                limits=Limits(timeout_s=25.0, cpu_s=5.0, memory_mb=256),
+                run=RunInfo(config_id=config_id),
+                unrestricted_source=PRELUDE + textwrap.dedent(source),
+            )
+
+        fetch = "def run_every_minute(meta):\n    return meta.fetch('https://api.test/').status\n"
+        floods = [
+            sb.submit(request(f"A{i}", fetch)) for i in range(configs) for _ in range(runs_each)
+        ]
+        time.sleep(1.5)  # the A configs' fetches are in flight
+        assert not any(flood.done() for flood in floods)
+        outcome = sb.submit(request("B", fetch))
+        try:
+            report = outcome.result(timeout=10)
+        finally:
+            release.set()
+            wait(floods, timeout=30)
+        assert report.outcome == "ok" and report.result == 200, report
+
+
 def test_a_fetch_does_not_outlive_its_run(plugin: Plugin) -> None:
     """A fetch asked for 30 s in a run with 2 s left gets at most those 2 s."""
     given: list[float] = []
