@@ -442,3 +442,40 @@ def test_outcome_of_a_flooding_child_is_bounded(sandbox: Sandbox, plugin: Plugin
     assert outcome.outcome == "ok", outcome
     assert len(outcome.fetch_calls) == limits.MAX_RECORDED_FETCHES
     assert all(len(call["body"]) <= 1025 for call in outcome.fetch_calls)
+
+
+def test_descriptors_a_child_sends_never_reach_the_supervisor(
+    sandbox: Sandbox, plugin: Plugin
+) -> None:
+    """Red team, contained: a child passes descriptors (SCM_RIGHTS) with every byte of a frame,
+    which also makes the kernel deliver the frame one byte per read. The supervisor reads with
+    plain `recv`, so the kernel closes them unread: none is open in the supervisor afterwards,
+    the frame is read whole, and the run goes on."""
+    import os
+
+    before = len(os.listdir("/proc/self/fd"))
+    outcome = hostile(
+        sandbox,
+        plugin,
+        """
+        import array
+        def run_every_minute(meta):
+            r, w = os.pipe()
+            fds = array.array("i", [r, w, meta._channel.sock.fileno()])
+            data = enc({"t": "log", "level": "info", "message": "passed"})
+            for i in range(len(data)):
+                while True:
+                    try:
+                        meta._channel.sock.sendmsg(
+                            [data[i : i + 1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+                        )
+                        break
+                    except OSError:  # ETOOMANYREFS: as many in flight as RLIMIT_NOFILE
+                        time.sleep(0.001)
+            return "done"
+        """,
+    )
+    assert outcome.outcome == "ok" and outcome.result == "done", outcome
+    assert [line.message for line in outcome.logs] == ["passed"]
+    assert len(os.listdir("/proc/self/fd")) <= before
+    assert_next_run_ok(sandbox, plugin, sandbox.fork_server_pid)
