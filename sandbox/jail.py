@@ -205,6 +205,14 @@ def _build_seccomp() -> Any:
         "io_uring_register",
         "setrlimit",
         "prlimit64",
+        # Watching host paths: without the empty root (the unprivileged posture) Landlock lets
+        # inotify watch any host directory, whose events name the files created, opened or
+        # deleted in it (red team); unused here.
+        "inotify_init",
+        "inotify_init1",
+        "inotify_add_watch",
+        "fanotify_init",
+        "fanotify_mark",
     ):
         try:
             f.add_rule(deny, name)

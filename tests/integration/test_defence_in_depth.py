@@ -833,6 +833,36 @@ def test_no_out_of_band_data_on_the_channel(sandbox: Sandbox, plugin: Plugin) ->
     assert report == dict.fromkeys(("send", "sendmsg", "recv", "recvmsg"), "denied EPERM")
 
 
+@requires("seccomp")
+def test_no_watching_host_paths(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) -> None:
+    """Red team: Landlock does not cover inotify. Without the empty root (the unprivileged
+    posture) a run watched a host directory and read, from its events, the names of files
+    created in it while it ran. seccomp refuses inotify and fanotify in every posture."""
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            def watch():
+                fd = sys_call(libc.inotify_init1, 0o4000)  # IN_NONBLOCK
+                return sys_call(libc.inotify_add_watch, fd, meta.config["path"].encode(), 0xFFF)
+            return {
+                "inotify_init": attempt(lambda: sys_call(libc.inotify_init1, 0)),
+                "inotify_watch": attempt(watch),
+                "fanotify_init": attempt(lambda: sys_call(libc.fanotify_init, 0, 0)),
+            }
+    """,
+            config={"path": str(watched)},
+        )
+    )
+    assert report == dict.fromkeys(
+        ("inotify_init", "inotify_watch", "fanotify_init"), "denied EPERM"
+    )
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
