@@ -863,6 +863,68 @@ def test_no_watching_host_paths(sandbox: Sandbox, plugin: Plugin, tmp_path: Path
     )
 
 
+@requires("seccomp")
+def test_no_file_metadata_is_changed(sandbox: Sandbox, plugin: Plugin, tmp_path: Path) -> None:
+    """Red team: Landlock covers no metadata call. Without the empty root (the unprivileged
+    posture) a run holds the supervisor's uid and could chmod, chown, re-date and write extended
+    attributes of the supervisor's files (a secret made world-readable, a data directory made
+    unreadable, an xattr as a channel between runs). seccomp refuses them in every posture,
+    before any path is looked up (so EPERM, also where the path does not exist)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("x")
+    victim.chmod(0o600)
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            path, (r, w) = meta.config["path"], os.pipe()
+            return {
+                "chmod": attempt(lambda: os.chmod(path, 0o666)),
+                "fchmod": attempt(lambda: os.fchmod(w, 0o666)),
+                "chown": attempt(lambda: os.chown(path, os.getuid(), -1)),
+                "fchown": attempt(lambda: os.fchown(w, os.getuid(), -1)),
+                "utime": attempt(lambda: os.utime(path, (0, 0))),
+                "futime": attempt(lambda: os.utime(w, (0, 0))),
+                "setxattr": attempt(lambda: os.setxattr(path, "user.x", b"run data")),
+                "fsetxattr": attempt(lambda: os.setxattr(w, "user.x", b"run data")),
+                "getxattr": attempt(lambda: os.getxattr(path, "user.x")),
+                "listxattr": attempt(lambda: os.listxattr(path)),
+                "removexattr": attempt(lambda: os.removexattr(path, "user.x")),
+            }
+    """,
+            config={"path": str(victim)},
+        )
+    )
+    assert set(report.values()) == {"denied EPERM"}, report
+    assert victim.stat().st_mode & 0o777 == 0o600 and victim.stat().st_mtime > 0
+
+
+@requires("seccomp")
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="numbers checked there")
+def test_syscalls_newer_than_the_filter_are_refused(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Red team: libseccomp names syscalls up to futex_requeue (456); later ones cannot be
+    refused by name, so the deny-list let them reach the kernel (setxattrat, a metadata write
+    Landlock does not cover; statmount and listmount, which list mounts). Every number from 457
+    on fails with ENOSYS, as on an older kernel; older ones work as before."""
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            nr = {"statmount": 457, "listmount": 458, "mseal": 462, "setxattrat": 463,
+                  "getxattrat": 464, "file_setattr": 469, "futex_wake": 454}
+            return {name: attempt(lambda n=n: sys_call(libc.syscall, n, -1, 0, 0, 0, 0))
+                    for name, n in nr.items()}
+    """,
+        )
+    )
+    assert report.pop("futex_wake") != "denied ENOSYS", report  # reviewed: the kernel answers
+    assert set(report.values()) == {"denied ENOSYS"}, report
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
