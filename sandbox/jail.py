@@ -250,6 +250,19 @@ def _build_seccomp() -> Any:
         # root (the unprivileged posture) a run holds the supervisor's uid and chmod-ed,
         # chown-ed, re-dated and wrote extended attributes of its files (red team). Unused here.
         *METADATA_CALLS,
+        # Another process's scheduling: neither Landlock nor the uid stops it where runs keep
+        # the supervisor's uid (userns, unprivileged): setpriority(PRIO_USER), SCHED_IDLE or an
+        # affinity for the supervisor's pid would starve it behind a CPU-bound run (red team).
+        # The run's own niceness is set before the filter.
+        "setpriority",
+        "sched_setscheduler",
+        "sched_setparam",
+        "sched_setattr",
+        "sched_setaffinity",
+        "ioprio_set",
+        "migrate_pages",
+        "move_pages",
+        "set_mempolicy_home_node",
     ):
         try:
             f.add_rule(deny, name)

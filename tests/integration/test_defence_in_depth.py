@@ -925,6 +925,38 @@ def test_syscalls_newer_than_the_filter_are_refused(sandbox: Sandbox, plugin: Pl
     assert set(report.values()) == {"denied ENOSYS"}, report
 
 
+@requires("seccomp")
+def test_no_process_scheduling_is_changed(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Red team: where runs keep the supervisor's uid (userns, unprivileged), the kernel lets a
+    run lower the priority of every process of that uid (`setpriority(PRIO_USER)`), put the
+    supervisor in SCHED_IDLE or pin it to one CPU: Landlock does not cover scheduling, and
+    lowering a priority needs no capability. seccomp refuses these calls for any process (the
+    run's own niceness is set before the filter)."""
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            server = os.getppid()
+            return {
+                "nice_user": attempt(lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+                "nice_group": attempt(lambda: os.setpriority(os.PRIO_PGRP, 0, 19)),
+                "nice_self": attempt(lambda: os.setpriority(os.PRIO_PROCESS, 0, 19)),
+                "idle": attempt(lambda: os.sched_setscheduler(server, os.SCHED_IDLE, os.sched_param(0))),
+                "idle_self": attempt(lambda: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))),
+                "affinity": attempt(lambda: os.sched_setaffinity(server, {0})),
+                "ioprio": attempt(lambda: sys_call(libc.syscall, 251 if meta.config["x86"] else 30, 3, 0, 7 | 3 << 13)),
+                "own_nice": os.getpriority(os.PRIO_PROCESS, 0),
+            }
+    """,
+            config={"x86": os.uname().machine == "x86_64"},
+        )
+    )
+    assert report.pop("own_nice") == 5  # RUN_NICENESS, set by the jail
+    assert set(report.values()) == {"denied EPERM"}, report
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
@@ -1592,8 +1624,9 @@ def test_what_an_escaped_plugin_still_reaches(
         )
     )
     access = report.pop("access")
-    metadata = {k: report.pop(k) for k in ("stat", "readlink", "listxattr")}
-    assert_all_denied(report)  # contents, listings, signals, sockets: never
+    metadata = {k: report.pop(k) for k in ("stat", "readlink")}
+    assert_all_denied(report)  # contents, listings, xattrs, signals, sockets: never
+    assert report["listxattr"] == "denied EPERM"  # seccomp, in every posture (red team)
     if sandbox.layers["chroot"]:
         assert set(metadata.values()) == {"denied ENOENT"} and access == "ok False", metadata
     else:  # the unprivileged posture: metadata of host paths is visible
