@@ -263,6 +263,12 @@ def _build_seccomp() -> Any:
         "migrate_pages",
         "move_pages",
         "set_mempolicy_home_node",
+        # Host-wide effects or reads with no privilege needed: sync() flushes every file
+        # system's dirty pages (in a loop, an I/O storm under the database's fsyncs); syslog()
+        # reads the kernel log where dmesg_restrict is 0 (red team).
+        "sync",
+        "syncfs",
+        "syslog",
     ):
         try:
             f.add_rule(deny, name)

@@ -957,6 +957,29 @@ def test_no_process_scheduling_is_changed(sandbox: Sandbox, plugin: Plugin) -> N
     assert set(report.values()) == {"denied EPERM"}, report
 
 
+@requires("seccomp")
+def test_no_host_wide_sync_or_kernel_log(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Red team: `sync()` needs no privilege and flushes every file system of the host (in a
+    loop: an I/O storm under the database's fsyncs); `syslog()` reads the kernel log wherever
+    `kernel.dmesg_restrict` is 0. seccomp refuses both."""
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            return {
+                "sync": attempt(lambda: sys_call(libc.syscall, 162 if meta.config["x86"] else 81)),
+                "syslog_read_all": attempt(lambda: sys_call(libc.klogctl, 3, ctypes.create_string_buffer(4096), 4096)),
+                "syslog_size": attempt(lambda: sys_call(libc.klogctl, 10, None, 0)),
+            }
+    """,
+            config={"x86": os.uname().machine == "x86_64"},
+        )
+    )
+    assert set(report.values()) == {"denied EPERM"}, report
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
