@@ -269,6 +269,17 @@ def _build_seccomp() -> Any:
         "sync",
         "syncfs",
         "syslog",
+        # Linux AIO: every context reserves events from one host-wide budget (fs.aio-max-nr,
+        # 65,536 by default): one run took all of it and every other process of the host got
+        # EAGAIN from io_setup while it ran (red team). Unused here.
+        "io_setup",
+        "io_destroy",
+        "io_submit",
+        "io_cancel",
+        "io_getevents",
+        "io_pgetevents",
+        # x86's per-process descriptor tables: unused, and a long-standing kernel attack surface.
+        "modify_ldt",
     ):
         try:
             f.add_rule(deny, name)

@@ -980,6 +980,27 @@ def test_no_host_wide_sync_or_kernel_log(sandbox: Sandbox, plugin: Plugin) -> No
     assert set(report.values()) == {"denied EPERM"}, report
 
 
+@requires("seccomp")
+def test_no_host_wide_aio_budget_is_taken(sandbox: Sandbox, plugin: Plugin) -> None:
+    """Red team: Linux AIO contexts reserve events from one budget for the whole host
+    (`fs.aio-max-nr`): one run reserved all 65,536 and `io_setup` failed with EAGAIN for every
+    other process of the host while it ran. seccomp refuses the AIO calls."""
+    report = results(
+        attack(
+            sandbox,
+            plugin,
+            """
+        def run_every_minute(meta):
+            nr = 206 if meta.config["x86"] else 0  # io_setup
+            context = ctypes.c_ulong(0)
+            return {"io_setup": attempt(lambda: sys_call(libc.syscall, nr, 1, ctypes.byref(context)))}
+    """,
+            config={"x86": os.uname().machine == "x86_64"},
+        )
+    )
+    assert report == {"io_setup": "denied EPERM"}, report
+
+
 @requires("rlimits")
 def test_file_descriptors_are_capped(sandbox: Sandbox, plugin: Plugin) -> None:
     report = results(
