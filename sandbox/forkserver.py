@@ -84,7 +84,9 @@ class ForkServer:
         self.plan = plan
         self.allow_unrestricted = allow_unrestricted
         self.reader = protocol.FrameReader(max_frame=64 * 1024 * 1024)
-        self.fds: deque[int] = deque()  # run sockets received, in order, one per "run" frame
+        # Run sockets received, in order, one per "run" frame; None where the kernel could not
+        # give us one (MSG_CTRUNC: no descriptor left), so that each frame keeps its own.
+        self.fds: deque[int | None] = deque()
         # epoll itself, not `selectors`: one register, one unregister and one poll per run, with
         # none of the selector's per-call Python objects.
         self.epoll = select.epoll()
@@ -138,11 +140,15 @@ class ForkServer:
             exited: list[ActiveRun] = []
             for fd, _ in self.epoll.poll(self._next_timeout()):
                 if fd == control_fd:
-                    data, fds, _, _ = socket.recv_fds(self.control, CONTROL_READ_BYTES, 64)
+                    data, fds, flags, _ = socket.recv_fds(self.control, CONTROL_READ_BYTES, 64)
                     if not data:
                         self._shutdown()
                         return
-                    self.fds.extend(fds)
+                    # The supervisor sends each run's socket alone with its "run" frame, and a
+                    # read stops after the data that carried descriptors: a read holds at most
+                    # one run's socket, or lost it (red team: then the next run's socket was
+                    # paired with this run's frame, or an IndexError ended the fork server).
+                    self.fds.extend(fds if fds or not flags & socket.MSG_CTRUNC else [None])
                     for message in self.reader.feed(data):
                         self._on_control(message)
                 elif fd in self.compiling_by_fd:
@@ -184,7 +190,18 @@ class ForkServer:
     def _on_control(self, message: dict[str, Any]) -> None:
         t = message.get("t")
         if t == "run":
-            self._start_or_fail(message["id"], message["spec"], self.fds.popleft())
+            channel_fd = self.fds.popleft() if self.fds else None
+            if channel_fd is None:
+                self.send(
+                    {
+                        "t": "exit",
+                        "id": message["id"],
+                        "failed": "could not start the run: its socket descriptor was not "
+                        "received (the fork server has no descriptor left)",
+                    }
+                )
+                return
+            self._start_or_fail(message["id"], message["spec"], channel_fd)
         elif t == "kill":
             run = self.runs.get(message["id"])
             if run is not None:

@@ -305,3 +305,40 @@ def test_a_run_waiting_for_its_compile_times_out(sandbox: Sandbox, tmp_path: Pat
     outcome = sandbox.run(RunRequest(plugin=slow, task="run_every_minute", limits=short))
     assert outcome.outcome == "timeout", outcome
     assert outcome.error is not None and "0.3 s" in outcome.error.message
+
+
+def test_a_run_whose_descriptor_is_lost_fails_alone(tmp_path: Path) -> None:
+    """Red team: the fork server pairs each "run" frame with the next descriptor received. When
+    it has no descriptor left (EMFILE), the kernel drops the run's socket (MSG_CTRUNC) and the
+    pairing broke: an IndexError ended the fork server and every run it held, and had another
+    run's descriptor been queued by then, the run would have been handed *that* run's socket
+    (its config and storage). Now a lost descriptor holds its place: that run fails, saying
+    why, and the others go on."""
+    import resource
+
+    sleeper = load_plugin(
+        plugin_dir(
+            tmp_path / "sleeper",
+            "import time\ndef run_every_minute(meta):\n    time.sleep(1.5)\n    return 'slept'\n",
+        )
+    )
+    with Sandbox() as sb:
+        # Warm: the plugin compiled (no compile child to account for), one run done.
+        assert sb.run(RunRequest(plugin=sleeper, task="run_every_minute", limits=LIMITS)).ok
+        server = sb.fork_server_pid
+        assert server is not None
+        open_now = {int(fd) for fd in os.listdir(f"/proc/{server}/fd")}
+        free = [fd for fd in range(len(open_now) + 2) if fd not in open_now]
+        _, hard = resource.prlimit(server, resource.RLIMIT_NOFILE)
+        # Room for one more descriptor (the limit is on numbers): the first run's socket, then
+        # its pidfd in its place.
+        resource.prlimit(server, resource.RLIMIT_NOFILE, (free[1], hard))
+        first = sb.submit(RunRequest(plugin=sleeper, task="run_every_minute", limits=LIMITS))
+        time.sleep(0.5)
+        second = sb.run(RunRequest(plugin=sleeper, task="run_every_minute", limits=LIMITS))
+        assert second.outcome == "crashed", second
+        assert second.error is not None and "descriptor" in second.error.message, second.error
+        assert first.result(timeout=10).result == "slept"
+        resource.prlimit(server, resource.RLIMIT_NOFILE, (hard, hard))
+        again = sb.run(RunRequest(plugin=sleeper, task="run_every_minute", limits=LIMITS))
+        assert again.result == "slept" and sb.fork_server_pid == server
