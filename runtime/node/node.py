@@ -36,7 +36,7 @@ from runtime.node.dispatch import Dispatcher
 from runtime.node.gateway import Gateway, PgGateway, Registration
 from runtime.node.listener import Listener
 from runtime.node.plugins import PluginCache
-from runtime.node.record import RecordDuty
+from runtime.node.record import RecordDuty, owes_follow_up
 from runtime.node.reload import ReloadDuty
 from runtime.node.retention import RetentionDuty
 from runtime.node.runs import Finished, Ledger, Started
@@ -203,7 +203,8 @@ class Node:
             if now >= next_sweep:
                 self._turn("sweep", self.sweep.sweep)
                 next_sweep = now + sweep_every
-            flush_at = next_flush if self.record.pending else float("inf")
+            waiting = self.record.pending or not self._events.empty()
+            flush_at = next_flush if waiting else float("inf")
             deadline = min(next_tick, next_sweep, next_reconcile, flush_at)
             self.wake.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
             self.wake.clear()
@@ -314,9 +315,14 @@ class Node:
 
     # -- what other threads hand over ---------------------------------------------------------------
     def _hand_over(self, event: Started | Finished) -> None:
-        """Called on the dispatcher's and the sandbox's threads: queue it, wake the loop."""
+        """Called on the dispatcher's and the sandbox's threads: queue it; wake the loop for a
+        run that owes a follow-up at once, or when a batch's worth is waiting. Any other run is
+        taken in at the loop's next turn (within its tick, or a second), and recorded with its
+        batch as before: a wake-up per run cost both threads more than the run's record."""
         self._events.put(event)
-        if isinstance(event, Finished):
+        if isinstance(event, Finished) and (
+            owes_follow_up(event) or self._events.qsize() >= self.settings.flush_batch
+        ):
             self.wake.set()
 
     def _take_events(self) -> None:

@@ -67,6 +67,13 @@ def pointer_after(
     return PointerMove(next_slot=d.next_slot, next_due_at=due, attempt=d.attempt)
 
 
+def owes_follow_up(item: Finished) -> bool:
+    """A catch-up or a retry (an hourly, daily, cron or manual run that was backfilled or
+    failed): recorded at once, so that the next owed slot (or attempt) can start."""
+    run = item.run
+    return (run.backfilled or not item.report.ok) and run.cadence is not Cadence.MINUTE
+
+
 def record_error(reason: str) -> dict[str, object]:
     return {
         "type": "RecordError",
@@ -172,11 +179,7 @@ class RecordDuty:
 
     def add(self, item: Finished) -> None:
         self.pending.append(item)
-        run = item.run
-        if len(self.pending) >= self.settings.flush_batch or (
-            (run.backfilled or not item.report.ok) and run.cadence is not Cadence.MINUTE
-        ):
-            # A catch-up or retry: record it now so the next owed slot (or attempt) can start.
+        if len(self.pending) >= self.settings.flush_batch or owes_follow_up(item):
             self.urgent = True
 
     def pending_ids(self) -> set[int]:

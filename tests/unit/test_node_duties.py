@@ -175,3 +175,29 @@ def test_what_other_threads_hand_over_is_taken_in_on_the_nodes_thread() -> None:
     assert len(node.record.pending) == 1 and node.record.urgent
     stats = node.node_stats()
     assert stats["by_outcome"] == {"timeout": 1} and stats["statements"] == kit.gateway.statements
+
+
+def test_a_finished_run_wakes_the_loop_only_when_it_owes_a_follow_up_or_a_batch_is_waiting() -> (
+    None
+):
+    kit = Kit()
+    kit.settings.flush_batch = 4
+    node = Node("postgresql://unused", kit.settings, kit.clock, NoSandbox(), kit.gateway)  # type: ignore[arg-type]
+    node.claim.hand_over = kit.handed.extend
+    config = kit.config()
+    kit.task(config, Cadence.MINUTE, "* * * * *", next_slot=T0.replace(second=0))
+    kit.task(config, Cadence.HOUR, "0 * * * *", next_slot=T0.replace(minute=0, second=0))
+    node.claim.tick(10, {})
+    minute = next(run for run in kit.handed if run.cadence is Cadence.MINUTE)
+    hourly = next(run for run in kit.handed if run.cadence is Cadence.HOUR)
+    node._hand_over(finished(minute, report(Outcome.OK), T0))
+    node._hand_over(finished(minute, report(Outcome.ERROR), T0))  # minute runs are not retried
+    node._hand_over(finished(hourly, report(Outcome.OK), T0))
+    assert not node.wake.is_set(), "taken in at the loop's next turn, with its batch"
+    node._hand_over(finished(hourly, report(Outcome.OK), T0))  # the batch's worth is waiting
+    assert node.wake.is_set()
+    node.wake.clear()
+    node._take_events()
+    assert len(node.record.pending) == 4 and node.record.urgent
+    node._hand_over(finished(hourly, report(Outcome.TIMEOUT), T0))  # its retry is owed at once
+    assert node.wake.is_set()
