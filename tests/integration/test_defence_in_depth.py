@@ -953,7 +953,7 @@ def test_no_process_scheduling_is_changed(sandbox: Sandbox, plugin: Plugin) -> N
             config={"x86": os.uname().machine == "x86_64"},
         )
     )
-    assert report.pop("own_nice") == 5  # RUN_NICENESS, set by the jail
+    assert report.pop("own_nice") >= 5  # RUN_NICENESS (over the fork server's), set by the jail
     assert set(report.values()) == {"denied EPERM"}, report
 
 
