@@ -153,6 +153,11 @@ class Gateway(Protocol):
     def configs_enabled(self, config_ids: Sequence[int]) -> dict[int, bool]: ...
 
 
+# Tasks inserted by one reconcile from which the claim's tables are analysed at once (configs
+# added in bulk by SQL, e.g. a migration from another scheduler), not a minute later by autovacuum.
+ANALYZE_AFTER_TASKS = 1000
+
+
 @cache
 def _statement(name: str) -> str:
     """The named query, with its recordset column lists filled in from the dataclasses."""
@@ -477,10 +482,12 @@ class PgGateway(_Session):
     def reconcile_tasks(self) -> None:
         """Every config's tasks: the missing ones inserted, and the daily and cron ones whose
         time zone is no longer their config's (changed in psql while no notification was
-        heard) re-initialised."""
+        heard) re-initialised; after a bulk insert, the claim's tables analysed."""
         with self.transaction():
             self._send("sync_tasks_zones")
-            self._send("sync_tasks_insert", {"config_ids": None})
+            _, inserted = self._send_counted("sync_tasks_insert", {"config_ids": None})
+        if inserted >= ANALYZE_AFTER_TASKS:
+            self._send("analyze_scheduling")
 
     def config_values(self, config_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         rows = self._send("config_settings", {"ids": list(config_ids)})

@@ -174,6 +174,13 @@ SELECT c.id, e ->> 'name', e ->> 'cadence', e ->> 'cron',
  WHERE %(config_ids)s::bigint[] IS NULL OR c.id = ANY (%(config_ids)s::bigint[])
     ON CONFLICT (config_id, name) DO NOTHING;
 
+-- name: analyze_scheduling
+-- Planner statistics for the tables the claim joins, after a bulk insert of tasks: until
+-- autovacuum's first analyse (up to a minute later) the planner knows nothing of next_due_at
+-- and may plan the claim as a nested loop over every due task for each config (seconds per tick
+-- at 20,000 configs). Without ownership PostgreSQL skips a table with a warning, not an error.
+ANALYZE plugin_runtime.tasks, plugin_runtime.plugin_configs;
+
 -- name: trigger_run
 -- A manual run: queued now, and every node is told at once.
 WITH target AS (
