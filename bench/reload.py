@@ -22,6 +22,7 @@ import contextlib
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,9 @@ from bench.node import ServeProcess, wait_until
 from runtime.testing.pgbouncer import PgBouncer
 
 ROUTES = ("direct", "pgbouncer+listen", "pgbouncer")
+# Minute configs per route: their runs' offsets in the minute differ, so a disable waits seconds
+# for a held run of one of them, not up to a minute for one config's.
+CONFIGS = 12
 
 
 @dataclass
@@ -81,23 +85,26 @@ def _enable_once(db: BenchDatabase, config_id: int) -> float:
     return time.monotonic() - changed
 
 
-def _disable_once(db: BenchDatabase, config_id: int) -> float:
+def _disable_once(db: BenchDatabase, config_ids: list[int]) -> float:
     with db.conn() as conn:
         conn.execute(
-            "UPDATE plugin_runtime.plugin_configs SET enabled = true WHERE id = %s", (config_id,)
+            "UPDATE plugin_runtime.plugin_configs SET enabled = true WHERE id = ANY(%s)",
+            (config_ids,),
         )
-    # Wait for a run of the next minute slot held ahead of its slot (claimed, not started).
+    # Wait for a run of a next minute slot held ahead of its slot (claimed, not started), of
+    # any of the configs: their minute offsets differ, so one is held within seconds.
     held: list[int] = []
 
     def holding() -> bool:
         with db.conn() as conn:
             row = conn.execute(
-                "SELECT id FROM plugin_runtime.runs WHERE config_id = %s AND state = 'claimed' "
-                "AND started_at IS NULL AND due_at > %s ORDER BY id DESC LIMIT 1",
-                (config_id, datetime.now(UTC)),
+                "SELECT id, config_id FROM plugin_runtime.runs WHERE config_id = ANY(%s) "
+                "AND state = 'claimed' AND started_at IS NULL AND due_at > %s "
+                "ORDER BY due_at DESC LIMIT 1",
+                (config_ids, datetime.now(UTC)),
             ).fetchone()
         if row:
-            held[:] = [int(row["id"])]
+            held[:] = [int(row["id"]), int(row["config_id"])]
         return bool(row)
 
     wait_until(holding, 90, "a held run", interval=0.05)
@@ -105,7 +112,7 @@ def _disable_once(db: BenchDatabase, config_id: int) -> float:
         changed_wall = datetime.now(UTC)
         changed = time.monotonic()
         conn.execute(
-            "UPDATE plugin_runtime.plugin_configs SET enabled = false WHERE id = %s", (config_id,)
+            "UPDATE plugin_runtime.plugin_configs SET enabled = false WHERE id = %s", (held[1],)
         )
 
     def settled() -> bool:
@@ -133,8 +140,11 @@ def measure(route: str, samples: int, reconcile_s: float, workdir: Path) -> Rout
         BenchDatabase(f"reload_{route.replace('+', '_')}").create(log_statements=False) as db,
         contextlib.ExitStack() as stack,
     ):
-        install_minute_configs(db, PLUGINS_DIR / "noop", 1)
-        config_id = int(str(_scalar(db, "SELECT id FROM plugin_runtime.plugin_configs LIMIT 1")))
+        install_minute_configs(db, PLUGINS_DIR / "noop", CONFIGS)
+        with db.conn() as conn:
+            rows = conn.execute("SELECT id FROM plugin_runtime.plugin_configs ORDER BY id")
+            config_ids = [int(r["id"]) for r in rows.fetchall()]
+        config_id = config_ids[0]
         url = None
         extra = ["--reconcile-interval", str(reconcile_s)]
         if route != "direct":
@@ -153,7 +163,7 @@ def measure(route: str, samples: int, reconcile_s: float, workdir: Path) -> Rout
         for _ in range(samples):
             node.check_alive()
             figures.enable_s.append(_enable_once(db, config_id))
-            figures.disable_s.append(_disable_once(db, config_id))
+            figures.disable_s.append(_disable_once(db, config_ids))
     return figures
 
 
@@ -168,8 +178,8 @@ def main(argv: list[str], quick: bool) -> list[RouteFigures]:
     parser.add_argument(
         "--reconcile-interval",
         type=float,
-        default=60.0,
-        help="the node's --reconcile-interval (the default of serve)",
+        default=10.0 if quick else 60.0,
+        help="the node's --reconcile-interval (default: serve's 60 s; --quick 10 s)",
     )
     parser.add_argument(
         "--routes", default=",".join(ROUTES), help=f"comma-separated subset of {', '.join(ROUTES)}"
@@ -178,15 +188,19 @@ def main(argv: list[str], quick: bool) -> list[RouteFigures]:
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     if not routes or any(r not in ROUTES for r in routes) or args.samples < 1:
         parser.error(f"--routes: a subset of {', '.join(ROUTES)}; --samples at least 1")
-    out = []
-    with tempfile.TemporaryDirectory(prefix="bench-reload-") as tmp:
-        for route in routes:
-            f = measure(route, args.samples, args.reconcile_interval, Path(tmp))
-            out.append(f)
-            print(
-                f"{route} (reconcile every {f.reconcile_interval_s:g} s): {f.describe()}",
-                flush=True,
-            )
+    # The routes side by side (each its own database, PgBouncer and node; a few configs each,
+    # so they hardly compete for CPU): their waits overlap.
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-reload-") as tmp,
+        ThreadPoolExecutor(len(routes)) as pool,
+    ):
+        futures = [
+            pool.submit(measure, route, args.samples, args.reconcile_interval, Path(tmp))
+            for route in routes
+        ]
+        out = [future.result() for future in futures]
+    for f in out:
+        print(f"{f.route} (reconcile every {f.reconcile_interval_s:g} s): {f.describe()}")
     worst = max((max(f.enable_s + f.disable_s) for f in out), default=0.0)
     if not out:
         raise BenchError("nothing measured")
